@@ -1,0 +1,88 @@
+"""SARD's config keys: ``add_sard_config(cfg)`` adds them to a detectron2 or built-in config.
+
+Every key carries a one-line comment. Paper defaults (CVPR 2026): beta_e=2, beta_c=1, beta_d=1,
+r=7, lambda_f=1, lambda_d=0.5, mu=1, alpha=0.5, AdamW, 100 epochs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fvcore.common.config import CfgNode
+
+METHODS = ("sard", "uniform", "cwd", "mgd", "kd", "skd", "dkd", "reviewkd", "none")
+
+
+def _model_member(family: str, size: str, tap: str) -> CfgNode:
+    node = CfgNode()
+    node.FAMILY = family  # "sam" | "efficient_sam" | "mask2former" | "vit_semantic"
+    node.SIZE = size  # family size name, e.g. "vit_h", "ti", "r50", "tiny"
+    node.WEIGHTS = ""  # local checkpoint path; "" = random init (with a warning)
+    node.ALLOW_UNSAFE_PICKLE = False  # allow checkpoints that need code to unpickle (unsafe)
+    node.TAP = tap  # name of the feature tap used for distillation
+    # Architecture overrides passed to the family builder, lower-cased (e.g. EMBED_DIM: 64).
+    node.ARCH = CfgNode(new_allowed=True)
+    return node
+
+
+def _set_default(node: CfgNode, key: str, value: Any) -> None:
+    # detectron2's defaults already hold some keys: never clobber them.
+    if key not in node:
+        node[key] = value
+
+
+def add_sard_config(cfg: CfgNode) -> None:
+    """Add SARD's keys (MODEL.TEACHER/STUDENT/SARD, INPUT.*, SOLVER.*, TEST.*) to ``cfg``."""
+    cfg.MODEL.META_ARCHITECTURE = "SARDDistiller"
+    cfg.MODEL.TEACHER = _model_member("sam", "vit_h", "image_embedding")
+    cfg.MODEL.STUDENT = _model_member("efficient_sam", "ti", "image_embedding")
+    cfg.MODEL.NUM_CLASSES = 1  # semantic models: number of classes (no void class)
+
+    s = cfg.MODEL.SARD = CfgNode()
+    s.METHOD = "sard"  # one of METHODS; "none" trains the student alone (scratch baseline)
+    s.PROJ_DIM = 256  # D: channels of the shared projection space of L_FC / L_DA
+    s.LAMBDA_F = 1.0  # lambda_f: weight of L_FC (feature consistency)
+    s.LAMBDA_D = 0.5  # lambda_d: weight of L_DA (distribution alignment)
+    s.MU = 1.0  # mu: weight of the task loss (Dice+BCE, or the model's own loss)
+    s.ALPHA = 0.5  # alpha: signal level of the noised teacher in L_DA
+    s.DA_ALPHAS = []  # several alphas at once (multi-scale L_DA); [] = just ALPHA
+    s.BETA_E = 2.0  # beta_e: weight of edge anisotropy E in S(i)
+    s.BETA_C = 1.0  # beta_c: weight of junction strength C in S(i)
+    s.BETA_D = 1.0  # beta_d: weight of feature dispersion D in S(i)
+    s.RADIUS = 7  # r: dispersion window is (2r+1)^2 feature pixels
+    s.SIGMA = 1.0  # sigma: std (feature pixels) of the structure tensor's Gaussian window
+    s.KD_TAU = 1.0  # logit KD temperature
+    s.KD_WEIGHT = 1.0  # logit KD weight
+    s.SKD_WEIGHT = 10.0  # pixel-wise SKD weight (Liu et al. 2019)
+    s.CWD_TAU = 4.0  # CWD temperature (official Cityscapes setting)
+    s.CWD_WEIGHT = 3.0  # CWD weight (official Cityscapes setting)
+    s.CWD_ON = "logits"  # "logits" | "features"
+    s.MGD_ALPHA = 2e-5  # MGD loss weight for segmentation
+    s.MGD_LAMBDA = 0.75  # MGD masking ratio
+    s.DKD_ALPHA = 1.0  # DKD target-class weight
+    s.DKD_BETA = 8.0  # DKD non-target-class weight
+    s.DKD_TAU = 4.0  # DKD temperature
+    s.REVIEWKD_WEIGHT = 1.0  # ReviewKD loss weight
+    s.REVIEWKD_TAPS = []  # stage taps (same names on teacher and student) for ReviewKD
+    s.IOU_LOSS_WEIGHT = 1.0  # MSE on the predicted IoU of promptable students (0 = off)
+    s.CACHE = CfgNode()
+    s.CACHE.ENABLED = False  # cache teacher taps (fp16) per input image: later epochs skip it
+    s.CACHE.DIR = ""  # "" = in memory; else a directory for on-disk cache files
+
+    _set_default(cfg.INPUT, "IMAGE_SIZE", (1024, 1024))  # model input (H, W); square for SAM
+    _set_default(cfg.INPUT, "RESIZE_MODE", "")  # "" = student family's; "longest_pad"|"stretch"
+    _set_default(cfg.INPUT, "SCALE_JITTER", (1.0, 1.0))  # random rescale range (training)
+    cfg.INPUT.PROMPT = CfgNode()
+    cfg.INPUT.PROMPT.TYPE = "box"  # "box" | "point" | "box+point"
+    cfg.INPUT.PROMPT.MAX_PROMPTS = 64  # prompts (instances) sampled per training image
+    cfg.INPUT.PROMPT.BOX_JITTER = 0.1  # box corner noise, fraction of box side (training)
+    cfg.INPUT.PROMPT.NUM_POINTS = 1  # positive points per prompt
+    cfg.INPUT.PROMPT.NUM_NEG_POINTS = 0  # negative points per prompt
+
+    _set_default(cfg.SOLVER, "OPTIMIZER", "ADAMW")  # only AdamW is supported by SARD
+    _set_default(cfg.SOLVER, "MAX_EPOCHS", 0)  # > 0 overrides MAX_ITER: epochs * images / batch
+    _set_default(cfg.SOLVER, "POLY_LR_POWER", 0.9)  # exponent of WarmupPolyLR
+    _set_default(cfg.SOLVER, "LOG_PERIOD", 20)  # iterations between metric logs
+
+    _set_default(cfg.TEST, "MAX_PROMPTS", 0)  # prompts per test image; 0 = every instance
+    _set_default(cfg.TEST, "PROMPT_CHUNK", 64)  # prompts decoded at once at evaluation
+    _set_default(cfg.TEST, "MAX_IMAGES", 0)  # evaluate on the first N images; 0 = all

@@ -1,0 +1,85 @@
+"""Config -> dataset records, mapper, evaluator, distiller: the parts both engines share."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+from fvcore.common.config import CfgNode
+
+from sard.modeling.build import PROMPTABLE_FAMILIES, build_distiller
+
+
+def is_promptable(cfg: CfgNode) -> bool:
+    return cfg.MODEL.STUDENT.FAMILY in PROMPTABLE_FAMILIES
+
+
+def dataset_records(names: Sequence[str]) -> List[Dict]:
+    """Concatenate the registered datasets ``names`` (a clear error lists the registered ones)."""
+    from sard.data import DatasetCatalog
+
+    records: List[Dict] = []
+    for name in names:
+        if name not in DatasetCatalog.list():
+            known = ", ".join(sorted(DatasetCatalog.list())) or "none"
+            raise KeyError(
+                f"dataset {name!r} is not registered (registered: {known}). Generate or convert it "
+                "first (see datasets/README.md) or register it with sard.data.register_rockfrag."
+            )
+        records.extend(DatasetCatalog.get(name))
+    return records
+
+
+def resize_mode(cfg: CfgNode) -> str:
+    if cfg.INPUT.RESIZE_MODE:
+        return cfg.INPUT.RESIZE_MODE
+    return "stretch" if cfg.MODEL.STUDENT.FAMILY == "efficient_sam" else "longest_pad"
+
+
+def build_mapper(cfg: CfgNode, is_train: bool):
+    """The dataset mapper matching the student family (promptable or semantic)."""
+    from sard.data import PromptDatasetMapper, SemanticDatasetMapper
+
+    flip = cfg.INPUT.RANDOM_FLIP
+    hflip = is_train and flip in ("horizontal", "both")
+    vflip = is_train and flip in ("vertical", "both")
+    if is_promptable(cfg):
+        p = cfg.INPUT.PROMPT
+        max_prompts = p.MAX_PROMPTS if is_train else cfg.TEST.MAX_PROMPTS
+        return PromptDatasetMapper(
+            is_train=is_train,
+            image_size=max(int(v) for v in cfg.INPUT.IMAGE_SIZE),
+            resize_mode=resize_mode(cfg),
+            max_prompts=max_prompts,
+            prompt_type=p.TYPE,
+            box_jitter=p.BOX_JITTER if is_train else 0.0,
+            num_points=p.NUM_POINTS,
+            num_neg_points=p.NUM_NEG_POINTS,
+            hflip=hflip,
+            vflip=vflip,
+            scale_jitter=tuple(cfg.INPUT.SCALE_JITTER) if is_train else (1.0, 1.0),
+        )
+    return SemanticDatasetMapper(
+        is_train=is_train,
+        image_size=tuple(int(v) for v in cfg.INPUT.IMAGE_SIZE),
+        hflip=hflip,
+        scale_jitter=tuple(cfg.INPUT.SCALE_JITTER) if is_train else (1.0, 1.0),
+    )
+
+
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_dir: str):
+    """mIoU + boundary IoU evaluator for the dataset's kind (promptable instances or semantic)."""
+    from sard.data import MetadataCatalog
+    from sard.evaluation import PromptableInstanceEvaluator, SemSegBoundaryEvaluator
+
+    if is_promptable(cfg):
+        return PromptableInstanceEvaluator(dataset_name=dataset_name, output_dir=output_dir)
+    meta = MetadataCatalog.get(dataset_name)
+    return SemSegBoundaryEvaluator(
+        num_classes=cfg.MODEL.NUM_CLASSES,
+        ignore_label=getattr(meta, "ignore_label", 255),
+        class_names=getattr(meta, "stuff_classes", None),
+        output_dir=output_dir,
+    )
+
+
+def build_distiller_for_training(cfg: CfgNode):
+    return build_distiller(cfg)

@@ -1,0 +1,160 @@
+"""Build teachers, students and the distiller from a config node."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from fvcore.common.config import CfgNode
+
+from sard.config import METHODS
+
+from .distiller import SARDDistiller
+from .teacher_cache import TeacherCache
+
+logger = logging.getLogger(__name__)
+
+PROMPTABLE_FAMILIES = ("sam", "efficient_sam")
+TRAINING_CHECKPOINT_PREFIX = "student."
+
+
+def member_image_size(cfg: CfgNode, family: str):
+    """(H, W) for semantic families; the longest side for promptable (square-input) families."""
+    h, w = (int(v) for v in cfg.INPUT.IMAGE_SIZE)
+    return max(h, w) if family in PROMPTABLE_FAMILIES else (h, w)
+
+
+def student_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
+    """The bare student's weights from a SARD training checkpoint (``{"model": {"student.x": ..}}``).
+
+    A checkpoint that is already a bare state dict is returned unchanged.
+    """
+    state = checkpoint.get("model", checkpoint)
+    if not any(k.startswith(TRAINING_CHECKPOINT_PREFIX) for k in state):
+        return state
+    n = len(TRAINING_CHECKPOINT_PREFIX)
+    return {k[n:]: v for k, v in state.items() if k.startswith(TRAINING_CHECKPOINT_PREFIX)}
+
+
+def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
+    """Load MODEL.{TEACHER,STUDENT}.WEIGHTS into ``model`` (a SARD checkpoint or an official one)."""
+    from sard.models.checkpoint import load_checkpoint
+
+    key = f"MODEL.{role.upper()}.WEIGHTS"
+    if not node.WEIGHTS:
+        warnings.warn(
+            f"{key} is empty: the {role} ({node.FAMILY} {node.SIZE}) is randomly initialised",
+            stacklevel=2,
+        )
+        return
+    if not os.path.isfile(node.WEIGHTS):
+        raise FileNotFoundError(
+            f"{role} weights not found: {node.WEIGHTS!r}. Put the {node.FAMILY} {node.SIZE} "
+            f"checkpoint there, or set {key} to its path (\"\" = random init)."
+        )
+    load_checkpoint(
+        model,
+        node.WEIGHTS,
+        allow_unsafe_pickle=node.ALLOW_UNSAFE_PICKLE,
+        transform=student_state_dict,
+    )
+
+
+def build_member(cfg: CfgNode, node: CfgNode, role: str) -> nn.Module:
+    """Build the teacher or student described by ``node`` (MODEL.TEACHER or MODEL.STUDENT).
+
+    A WEIGHTS file written by SARD's own trainer (a distiller checkpoint) is accepted too: its
+    ``student.*`` weights are loaded, which is how a teacher trained here becomes a teacher.
+    """
+    from sard.models import build_model
+
+    arch = {k.lower(): v for k, v in node.ARCH.items()}
+    kwargs = dict(size=node.SIZE, image_size=member_image_size(cfg, node.FAMILY), **arch)
+    if node.FAMILY not in PROMPTABLE_FAMILIES:
+        kwargs["num_classes"] = cfg.MODEL.NUM_CLASSES
+    model = build_model(node.FAMILY, weights="", **kwargs)
+    _load_weights(model, node, role)
+    return model
+
+
+def distillation_hparams(cfg: CfgNode) -> Dict:
+    """MODEL.SARD.* -> keyword arguments of ``sard.losses.build_distillation_loss``."""
+    s = cfg.MODEL.SARD
+    return dict(
+        dim=s.PROJ_DIM,
+        lambda_f=s.LAMBDA_F,
+        lambda_d=s.LAMBDA_D,
+        alpha=s.ALPHA,
+        alphas=list(s.DA_ALPHAS) or None,
+        beta_e=s.BETA_E,
+        beta_c=s.BETA_C,
+        beta_d=s.BETA_D,
+        radius=s.RADIUS,
+        sigma=s.SIGMA,
+        kd_tau=s.KD_TAU,
+        kd_weight=s.KD_WEIGHT,
+        skd_weight=s.SKD_WEIGHT,
+        cwd_tau=s.CWD_TAU,
+        cwd_weight=s.CWD_WEIGHT,
+        cwd_on=s.CWD_ON,
+        mgd_alpha=s.MGD_ALPHA,
+        mgd_lambda=s.MGD_LAMBDA,
+        dkd_alpha=s.DKD_ALPHA,
+        dkd_beta=s.DKD_BETA,
+        dkd_tau=s.DKD_TAU,
+        reviewkd_weight=s.REVIEWKD_WEIGHT,
+    )
+
+
+def distiller_kwargs(cfg: CfgNode) -> Dict:
+    """Keyword arguments of ``SARDDistiller`` built from ``cfg`` (detectron2's ``from_config``)."""
+    from sard.losses import PromptMaskLoss, build_distillation_loss
+    from sard.models.frozen import FrozenTeacher
+
+    s = cfg.MODEL.SARD
+    if s.METHOD not in METHODS:
+        raise ValueError(f"MODEL.SARD.METHOD={s.METHOD!r}; choose one of {', '.join(METHODS)}")
+    student = build_member(cfg, cfg.MODEL.STUDENT, "student")
+    promptable = cfg.MODEL.STUDENT.FAMILY in PROMPTABLE_FAMILIES
+    if (cfg.MODEL.TEACHER.FAMILY in PROMPTABLE_FAMILIES) != promptable:
+        raise ValueError(
+            "teacher and student must both be promptable (sam, efficient_sam) or both semantic: "
+            f"got {cfg.MODEL.TEACHER.FAMILY} -> {cfg.MODEL.STUDENT.FAMILY}"
+        )
+    teacher, head = None, None
+    if s.METHOD != "none":
+        teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
+        t_ch = teacher.tap_channels[cfg.MODEL.TEACHER.TAP]
+        s_ch = student.tap_channels[cfg.MODEL.STUDENT.TAP]
+        head = build_distillation_loss(
+            s.METHOD, student_channels=s_ch, teacher_channels=t_ch, **distillation_hparams(cfg)
+        )
+    task_loss = PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT) if promptable else None
+    cache = None
+    if s.CACHE.ENABLED and teacher is not None:
+        cache = TeacherCache(s.CACHE.DIR)
+    structure = dict(
+        beta_e=s.BETA_E, beta_c=s.BETA_C, beta_d=s.BETA_D, radius=s.RADIUS, sigma=s.SIGMA
+    )
+    return dict(
+        teacher=teacher,
+        student=student,
+        distill_loss=head,
+        task_loss=task_loss,
+        method=s.METHOD,
+        teacher_tap=cfg.MODEL.TEACHER.TAP,
+        student_tap=cfg.MODEL.STUDENT.TAP,
+        mu=s.MU,
+        structure_kwargs=structure,
+        review_taps=list(s.REVIEWKD_TAPS),
+        cache=cache,
+        test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
+    )
+
+
+def build_distiller(cfg: CfgNode) -> SARDDistiller:
+    """Teacher (frozen), student, distillation loss and task loss as the config says."""
+    return SARDDistiller(**distiller_kwargs(cfg))

@@ -1,0 +1,236 @@
+"""SARDDistiller: a frozen teacher, a trainable student and a distillation head in one module.
+
+Contract (detectron2's): ``forward(batched_inputs)`` takes a list of mapper dicts. In training it
+returns a dict of named, already weighted losses; in eval it returns one dict per image with
+detectron2-style predictions made by the STUDENT ALONE (the teacher never runs at inference):
+
+* promptable students: ``{"pred_masks": bool (Q, H, W), "scores": (Q,)}`` at original resolution,
+  one mask per prompt in prompt order (the best of the 3 masks by predicted IoU);
+* semantic students: ``{"sem_seg": (K, H, W)}`` class scores at original resolution.
+
+The teacher is held by a ``FrozenTeacher`` (no grad, always eval, absent from ``state_dict`` and
+``parameters()``), so an optimizer over ``distiller.parameters()`` trains the student and the head
+only, and a saved checkpoint holds ``student.*`` and ``head.*`` keys only.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sard.models.base import Prompts
+
+from .batching import collate_prompts, stack_images
+from .teacher_cache import TeacherCache, image_key, stack_entries
+
+
+class SARDDistiller(nn.Module):
+    """Teacher -> W(i) -> student, with the distillation method chosen by ``method``.
+
+    Args (keyword-only):
+        teacher: a ``FrozenTeacher``-wrapped model (or None for ``method="none"``).
+        student: the trainable model (same kind as the teacher: promptable or semantic).
+        distill_loss: module from ``sard.losses.build_distillation_loss`` (None for "none").
+        task_loss: promptable Dice+BCE loss module (semantic students return their own loss).
+        method: "sard" | "uniform" | "cwd" | "mgd" | "kd" | "skd" | "dkd" | "reviewkd" | "none".
+        teacher_tap / student_tap: names of the distilled taps.
+        mu: weight of the task loss.
+        structure_kwargs: beta_e, beta_c, beta_d, radius, sigma (W(i) is cached with the taps).
+        review_taps: stage taps for ReviewKD.
+        cache: optional ``TeacherCache``.
+        test_prompt_chunk: prompts decoded at once at evaluation.
+    """
+
+    def __init__(
+        self,
+        *,
+        teacher: Optional[nn.Module],
+        student: nn.Module,
+        distill_loss: Optional[nn.Module],
+        task_loss: Optional[nn.Module],
+        method: str,
+        teacher_tap: str,
+        student_tap: str,
+        mu: float = 1.0,
+        structure_kwargs: Optional[Dict] = None,
+        review_taps: Optional[List[str]] = None,
+        cache: Optional[TeacherCache] = None,
+        test_prompt_chunk: int = 64,
+    ) -> None:
+        super().__init__()
+        if method != "none" and (teacher is None or distill_loss is None):
+            raise ValueError(f"method {method!r} needs a teacher and a distillation loss")
+        self.teacher = teacher
+        self.student = student
+        self.head = distill_loss
+        self.task_loss = task_loss
+        self.method = method
+        self.teacher_tap = teacher_tap
+        self.student_tap = student_tap
+        self.mu = mu
+        self.structure_kwargs = dict(structure_kwargs or {})
+        self.review_taps = list(review_taps or [])
+        self.cache = cache
+        self.test_prompt_chunk = test_prompt_chunk
+        self.promptable = hasattr(student, "predict_masks")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    @property
+    def consumes(self) -> str:
+        return "none" if self.head is None else getattr(self.head, "consumes", "features")
+
+    # ------------------------------------------------------------------ teacher side
+    def _teacher_image_outputs(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Teacher taps (+ W for SARD, + semantic scores for semantic logit methods), cached."""
+        keys = [image_key(im) for im in images] if self.cache is not None else []
+        if self.cache is not None:
+            entries = self.cache.get(keys)
+            if all(e is not None for e in entries):
+                return stack_entries(entries, images.device, torch.float32)
+        with torch.no_grad():
+            outputs = self._run_teacher(images)
+        if self.cache is not None:
+            self.cache.put(keys, outputs)
+        return outputs
+
+    def _run_teacher(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        taps = [self.teacher_tap] + [t for t in self.review_taps if t != self.teacher_tap]
+        if self.promptable:
+            feats = self.teacher.extract_features(images)
+            out = {name: feats[name] for name in taps if name in feats}
+        else:
+            sem = self.teacher.forward_semantic(images)
+            out = {name: sem.features[name] for name in taps if name in sem.features}
+            out["sem_logits"] = sem.sem_logits
+        if self.method == "sard":
+            from sard.structure import compute_structure_map
+
+            out["structure_weight"] = compute_structure_map(
+                out[self.teacher_tap], **self.structure_kwargs
+            ).weight
+        return out
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
+        if self.promptable:
+            return self._forward_promptable(batched_inputs)
+        return self._forward_semantic(batched_inputs)
+
+    def _distill(
+        self,
+        s_feats: Dict[str, torch.Tensor],
+        t_out: Dict[str, torch.Tensor],
+        s_logits: Optional[torch.Tensor],
+        t_logits_fn,
+        targets=None,
+    ) -> Dict[str, torch.Tensor]:
+        kind = self.consumes
+        if kind == "none":
+            return {}
+        if kind == "features":
+            return self.head(
+                s_feats[self.student_tap],
+                t_out[self.teacher_tap],
+                weight=t_out.get("structure_weight"),
+            )
+        if kind == "multi_features":
+            s_list = [s_feats[t] for t in self.review_taps]
+            t_list = [t_out[t] for t in self.review_taps]
+            return self.head(s_list, t_list)
+        if kind == "logits":
+            return self.head(s_logits, t_logits_fn(), targets=targets)
+        raise ValueError(f"unknown distillation input kind {kind!r}")
+
+    def _forward_promptable(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        batch = collate_prompts(batched_inputs, self.device)
+        s_feats = self.student.extract_features(batch.images)
+        s_out = self.student.predict_masks(s_feats, batch.prompts)
+        size = batch.images.shape[-2:]
+        # Compare at input resolution, as SAM trains: tiny objects vanish at 1/4 resolution.
+        logits = _upsample_masks(s_out.mask_logits, size)
+        losses = self.task_loss(logits, batch.gt_masks, batch.valid, s_out.iou_pred)
+        losses = {k: v * self.mu for k, v in losses.items()}
+        if self.method == "none":
+            return losses
+        t_out = self._teacher_image_outputs(batch.images)
+
+        def teacher_logits() -> torch.Tensor:
+            with torch.no_grad():
+                feats = {self.teacher_tap: t_out[self.teacher_tap]}
+                t_pred = self.teacher.predict_masks(feats, batch.prompts)
+            return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
+
+        losses.update(self._distill(s_feats, t_out, logits[batch.valid], teacher_logits))
+        return losses
+
+    def _forward_semantic(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        images = stack_images(batched_inputs, self.device)
+        targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
+        s_out = self.student.forward_semantic(images, targets)
+        losses = {k: v * self.mu for k, v in (s_out.losses or {}).items()}
+        if self.method == "none":
+            return losses
+        t_out = self._teacher_image_outputs(images)
+
+        def teacher_logits() -> torch.Tensor:
+            return _match_size(t_out["sem_logits"], s_out.sem_logits.shape[-2:])
+
+        target = torch.stack(targets)
+        losses.update(
+            self._distill(s_out.features, t_out, s_out.sem_logits, teacher_logits, targets=target)
+        )
+        return losses
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
+        """Student-only predictions at each image's original resolution."""
+        if self.promptable:
+            return [self._infer_promptable(x) for x in batched_inputs]
+        images = stack_images(batched_inputs, self.device)
+        results = []
+        for i, x in enumerate(batched_inputs):
+            scores = self.student.semantic_inference(images[i : i + 1], (x["height"], x["width"]))
+            results.append({"sem_seg": scores[0]})
+        return results
+
+    def _infer_promptable(self, x: Dict) -> Dict[str, torch.Tensor]:
+        image = x["image"].to(self.device, torch.float32)[None]
+        feats = self.student.extract_features(image)
+        h, w = int(x["height"]), int(x["width"])
+        points, labels = x["points"].to(self.device), x["point_labels"].to(self.device)
+        masks, scores = [], []
+        for start in range(0, points.shape[0], self.test_prompt_chunk):
+            sl = slice(start, start + self.test_prompt_chunk)
+            out = self.student.predict_masks(feats, Prompts(points[None, sl], labels[None, sl]))
+            best = out.iou_pred[0].argmax(dim=-1)  # (q,)
+            idx = torch.arange(best.numel(), device=best.device)
+            logits = out.mask_logits[0, idx, best]  # (q, h', w')
+            full = self.student.postprocess_masks(logits[None], tuple(x["input_hw"]), (h, w))[0]
+            masks.append(full > 0)
+            scores.append(out.iou_pred[0, idx, best])
+        if not masks:
+            return {"pred_masks": torch.zeros(0, h, w, dtype=torch.bool), "scores": torch.zeros(0)}
+        return {"pred_masks": torch.cat(masks).cpu(), "scores": torch.cat(scores).cpu()}
+
+
+def _upsample_masks(mask_logits: torch.Tensor, size) -> torch.Tensor:
+    """(B, Q, M, h, w) -> (B, Q, M, H, W) bilinear."""
+    b, q, m, h, w = mask_logits.shape
+    if (h, w) == tuple(size):
+        return mask_logits
+    up = F.interpolate(mask_logits.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+    return up.view(b, q, m, *size)
+
+
+def _match_size(x: torch.Tensor, size) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Train or evaluate a SARD distiller: ``python tools/train_net.py --config-file CFG [KEY VALUE ...]``.
+
+Takes detectron2's command line. ``--engine auto`` (default) uses the detectron2 project in
+``projects/SARD`` when detectron2 is importable, else SARD's built-in trainer; both read the same
+YAML. On a CPU-only machine ``--num-gpus N`` starts N processes that train with DDP over gloo.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout without installing
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
+    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS and exit")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (GPUs, or CPU workers)")
+    p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
+    p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for multi-machine runs")
+    p.add_argument(
+        "--engine",
+        choices=("auto", "detectron2", "sard"),
+        default="auto",
+        help="training engine: detectron2's DefaultTrainer or SARD's built-in one",
+    )
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def setup(args: argparse.Namespace):
+    """Merged, frozen config; output folder with config.yaml and log.txt; logging configured."""
+    from sard.config import load_config, validate_config
+    from sard.engine import comm
+
+    cfg = load_config(args.config_file, args.opts)
+    validate_config(cfg)
+    cfg.freeze()
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if comm.is_main_process():
+        handlers.append(logging.FileHandler(os.path.join(cfg.OUTPUT_DIR, "log.txt")))
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"[%(asctime)s r{comm.get_rank()}] %(name)s %(levelname)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return cfg
+
+
+def main(args: argparse.Namespace):
+    """One process's work: build the trainer, then evaluate or train. Returns the metrics."""
+    from sard.engine import Trainer
+
+    cfg = setup(args)
+    trainer = Trainer(cfg)
+    if args.eval_only:
+        trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        results = trainer.test()
+    else:
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+    if results:
+        logging.getLogger("sard").info("results: %s", results)
+    return results
+
+
+def resolve_engine(choice: str) -> str:
+    from sard.config import detectron2_available
+
+    if choice == "auto":
+        return "detectron2" if detectron2_available() else "sard"
+    if choice == "detectron2" and not detectron2_available():
+        sys.exit("--engine detectron2: detectron2 is not importable (see README: Detectron2)")
+    return choice
+
+
+def _is_engine_arg(argv, i: int) -> bool:
+    a = argv[i]
+    return a == "--engine" or a.startswith("--engine=") or (i > 0 and argv[i - 1] == "--engine")
+
+
+def run(argv=None) -> None:
+    args = argument_parser().parse_args(argv)
+    if resolve_engine(args.engine) == "detectron2":
+        # Hand over to the detectron2 project's own script (same flags, minus --engine), so
+        # detectron2's launcher spawns processes from a normally importable __main__.
+        script = os.path.join(REPO, "projects", "SARD", "train_net.py")
+        argv = list(sys.argv[1:] if argv is None else argv)
+        rest = [a for i, a in enumerate(argv) if not _is_engine_arg(argv, i)]
+        os.execv(sys.executable, [sys.executable, script, *rest])
+        return
+    from sard.engine import launch
+
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    run()
