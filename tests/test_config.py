@@ -86,3 +86,11 @@ def test_unknown_method():
     cfg.MODEL.SARD.METHOD = "magic"
     with pytest.raises(ValueError, match="magic"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_config_loads_under_detectron2(path):
+    pytest.importorskip("detectron2.config", reason="detectron2 is not installed")
+    cfg = load_config(path, use_detectron2=True)
+    assert type(cfg).__module__.startswith("detectron2")
+    assert cfg.MODEL.META_ARCHITECTURE == "SARDDistiller"

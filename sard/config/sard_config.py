@@ -12,15 +12,15 @@ from fvcore.common.config import CfgNode
 METHODS = ("sard", "uniform", "cwd", "mgd", "kd", "skd", "dkd", "reviewkd", "none")
 
 
-def _model_member(family: str, size: str, tap: str) -> CfgNode:
-    node = CfgNode()
+def _model_member(CN: type, family: str, size: str, tap: str) -> CfgNode:
+    node = CN()
     node.FAMILY = family  # "sam" | "efficient_sam" | "mask2former" | "vit_semantic"
     node.SIZE = size  # family size name, e.g. "vit_h", "ti", "r50", "tiny"
     node.WEIGHTS = ""  # local checkpoint path; "" = random init (with a warning)
     node.ALLOW_UNSAFE_PICKLE = False  # allow checkpoints that need code to unpickle (unsafe)
     node.TAP = tap  # name of the feature tap used for distillation
     # Architecture overrides passed to the family builder, lower-cased (e.g. EMBED_DIM: 64).
-    node.ARCH = CfgNode(new_allowed=True)
+    node.ARCH = CN(new_allowed=True)
     return node
 
 
@@ -32,12 +32,14 @@ def _set_default(node: CfgNode, key: str, value: Any) -> None:
 
 def add_sard_config(cfg: CfgNode) -> None:
     """Add SARD's keys (MODEL.TEACHER/STUDENT/SARD, INPUT.*, SOLVER.*, TEST.*) to ``cfg``."""
+    # New nodes take cfg's own class: detectron2's CfgNode refuses to merge into fvcore's.
+    CN = type(cfg)
     cfg.MODEL.META_ARCHITECTURE = "SARDDistiller"
-    cfg.MODEL.TEACHER = _model_member("sam", "vit_h", "image_embedding")
-    cfg.MODEL.STUDENT = _model_member("efficient_sam", "ti", "image_embedding")
+    cfg.MODEL.TEACHER = _model_member(CN, "sam", "vit_h", "image_embedding")
+    cfg.MODEL.STUDENT = _model_member(CN, "efficient_sam", "ti", "image_embedding")
     cfg.MODEL.NUM_CLASSES = 1  # semantic models: number of classes (no void class)
 
-    s = cfg.MODEL.SARD = CfgNode()
+    s = cfg.MODEL.SARD = CN()
     s.METHOD = "sard"  # one of METHODS; "none" trains the student alone (scratch baseline)
     s.PROJ_DIM = 256  # D: channels of the shared projection space of L_FC / L_DA
     s.LAMBDA_F = 1.0  # lambda_f: weight of L_FC (feature consistency)
@@ -64,14 +66,14 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.REVIEWKD_WEIGHT = 1.0  # ReviewKD loss weight
     s.REVIEWKD_TAPS = []  # stage taps (same names on teacher and student) for ReviewKD
     s.IOU_LOSS_WEIGHT = 1.0  # MSE on the predicted IoU of promptable students (0 = off)
-    s.CACHE = CfgNode()
+    s.CACHE = CN()
     s.CACHE.ENABLED = False  # cache teacher taps (fp16) per input image: later epochs skip it
     s.CACHE.DIR = ""  # "" = in memory; else a directory for on-disk cache files
 
     _set_default(cfg.INPUT, "IMAGE_SIZE", (1024, 1024))  # model input (H, W); square for SAM
     _set_default(cfg.INPUT, "RESIZE_MODE", "")  # "" = student family's; "longest_pad"|"stretch"
     _set_default(cfg.INPUT, "SCALE_JITTER", (1.0, 1.0))  # random rescale range (training)
-    cfg.INPUT.PROMPT = CfgNode()
+    cfg.INPUT.PROMPT = CN()
     cfg.INPUT.PROMPT.TYPE = "box"  # "box" | "point" | "box+point"
     cfg.INPUT.PROMPT.MAX_PROMPTS = 64  # prompts (instances) sampled per training image
     cfg.INPUT.PROMPT.BOX_JITTER = 0.1  # box corner noise, fraction of box side (training)
