@@ -1,12 +1,38 @@
-"""Teachers and students: SAM, EfficientSAM, Mask2Former and friends, behind one registry."""
+"""Teachers and students: SAM, EfficientSAM, Mask2Former and friends, behind one registry.
+
+Importing this package imports every family module so that its ``@register_model`` runs.
+"""
+
 from .base import PromptableOutput, Prompts, SemanticOutput
+from .checkpoint import (
+    CheckpointMismatchError,
+    LoadReport,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    read_state_dict,
+)
+from .efficient_sam import EfficientSam, build_efficient_sam
+from .frozen import FrozenTeacher
 from .registry import MODEL_REGISTRY, build_model, register_model
+from .sam import SamModel, build_sam
+
+# Semantic families (mask2former, vit_semantic) are imported by build_model on first use.
 
 __all__ = [
     "MODEL_REGISTRY",
+    "CheckpointMismatchError",
+    "EfficientSam",
+    "FrozenTeacher",
+    "LoadReport",
     "PromptableOutput",
     "Prompts",
+    "SamModel",
     "SemanticOutput",
+    "UnsafeCheckpointError",
+    "build_efficient_sam",
     "build_model",
+    "build_sam",
+    "load_checkpoint",
+    "read_state_dict",
     "register_model",
 ]

@@ -19,12 +19,7 @@ from typing import Dict, Optional
 
 import torch
 
-# Prompt point labels shared by SAM and EfficientSAM prompt encoders.
-LABEL_PAD = -1  # padding: the point is ignored
-LABEL_NEG = 0  # background click
-LABEL_POS = 1  # foreground click
-LABEL_BOX_TL = 2  # box top-left corner
-LABEL_BOX_BR = 3  # box bottom-right corner
+from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_NEG, LABEL_PAD, LABEL_POS  # noqa: F401
 
 
 @dataclass

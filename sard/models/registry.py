@@ -6,11 +6,19 @@ that implements the family; importing ``sard.models`` imports them all.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Dict
 
 import torch.nn as nn
 
 MODEL_REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
+
+# Families whose modules pull in heavy libraries (transformers, timm) are imported on first use,
+# so `import sard.models` stays fast for SAM-only users.
+LAZY_FAMILIES: Dict[str, str] = {
+    "mask2former": "sard.models.mask2former",
+    "vit_semantic": "sard.models.vit_semantic",
+}
 
 
 def register_model(family: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -27,7 +35,9 @@ def register_model(family: str) -> Callable[[Callable[..., nn.Module]], Callable
 
 def build_model(family: str, **kwargs) -> nn.Module:
     """Build a model of ``family`` (e.g. "sam", "efficient_sam", "mask2former")."""
+    if family not in MODEL_REGISTRY and family in LAZY_FAMILIES:
+        importlib.import_module(LAZY_FAMILIES[family])
     if family not in MODEL_REGISTRY:
-        known = ", ".join(sorted(MODEL_REGISTRY)) or "none"
+        known = ", ".join(sorted(set(MODEL_REGISTRY) | set(LAZY_FAMILIES)))
         raise KeyError(f"unknown model family {family!r}; registered families: {known}")
     return MODEL_REGISTRY[family](**kwargs)
