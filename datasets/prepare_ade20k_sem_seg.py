@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Write ADEChallengeData2016/annotations_detectron2/ (train ids 0..149, 255 = "other").
+
+    python datasets/prepare_ade20k_sem_seg.py --root $DETECTRON2_DATASETS/ADEChallengeData2016
+
+Reads annotations/{training,validation}/*.png (0 = other, 1..150) and subtracts one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from glob import glob
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from sard.data.register import datasets_root
+from sard.data.semantic import ade20k_to_train_ids
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--root", default=os.path.join(datasets_root(), "ADEChallengeData2016"))
+    args = p.parse_args(argv)
+    total = 0
+    for split in ("training", "validation"):
+        files = sorted(glob(os.path.join(args.root, "annotations", split, "*.png")))
+        out_dir = os.path.join(args.root, "annotations_detectron2", split)
+        os.makedirs(out_dir, exist_ok=True)
+        for path in tqdm(files, desc=f"ade20k {split}", unit="img"):
+            labels = ade20k_to_train_ids(np.asarray(Image.open(path)))
+            Image.fromarray(labels).save(os.path.join(out_dir, os.path.basename(path)))
+        total += len(files)
+    if total == 0:
+        sys.exit(f"error: no annotations/{{training,validation}}/*.png under {args.root}")
+    print(f"wrote {total} label maps under {args.root}/annotations_detectron2")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

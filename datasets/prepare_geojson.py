@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Convert GeoJSON polygon annotations (pixel coordinates) plus their images to COCO.
+
+Each image X.<ext> has X.geojson next to it: a FeatureCollection of Polygon / MultiPolygon
+features in pixel coordinates (x right, y down; --negate-y for exports with y up), as grain
+annotation tools write them. Holes are honoured; other geometry types are skipped (counted).
+
+    python datasets/prepare_geojson.py --src my_grains/train --out $DETECTRON2_DATASETS/my_grains \
+        --split train [--category-property class]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from glob import glob
+
+from sard.data.converters import IMAGE_EXTENSIONS, geojson_to_coco
+from sard.data.problems import DatasetError
+from sard.data.stats import format_statistics
+
+
+def find_pairs(folder: str):
+    """(geojson, image) pairs: X.geojson with X.<image ext> in the same folder."""
+    pairs, missing = [], []
+    for geojson in sorted(glob(os.path.join(folder, "*.geojson"))):
+        stem = os.path.splitext(geojson)[0]
+        images = [stem + e for e in IMAGE_EXTENSIONS if os.path.isfile(stem + e)]
+        (pairs.append((geojson, images[0])) if images else missing.append(geojson))
+    if missing:
+        raise DatasetError(f"no image next to {missing[:5]} (extensions {IMAGE_EXTENSIONS})")
+    if not pairs:
+        raise DatasetError(f"{folder}: no *.geojson files found")
+    return pairs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--src", required=True, help="folder with X.geojson + X.<image> pairs")
+    p.add_argument(
+        "--out", required=True, help="dataset folder to write <split>.json and <split>/ in"
+    )
+    p.add_argument("--split", default="train")
+    p.add_argument(
+        "--category-property",
+        default=None,
+        help="feature property holding the class name (default: one class)",
+    )
+    p.add_argument("--default-category", default="grain")
+    p.add_argument("--negate-y", action="store_true", help="y coordinates grow upwards")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.src):
+        sys.exit(f"error: folder not found: {args.src}")
+    try:
+        stats = geojson_to_coco(
+            find_pairs(args.src),
+            args.out,
+            args.split,
+            category_property=args.category_property,
+            default_category=args.default_category,
+            negate_y=args.negate_y,
+        )
+    except (DatasetError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    print(f"{args.split:>5}: {format_statistics(stats)}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Convert integer label images (0 = background, k = instance k) to COCO instance JSON.
+
+Each split folder holds X.<jpg|png|tif> next to X<suffix>.<png|tif> (suffix "_mask" by
+default). For the real gravel data shipped with the project:
+
+    python datasets/prepare_label_images.py --src ../shared/data/gravel_fh \
+        --out $DETECTRON2_DATASETS/gravel_fh --splits train test --category grain
+
+writes <out>/{train,test}/ (images copied) and <out>/{train,test}.json, which register as
+gravel_fh_{train,test} on `import sard.data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sard.data.converters import find_label_pairs, labels_to_coco
+from sard.data.problems import DatasetError
+from sard.data.register import datasets_root
+from sard.data.stats import format_statistics
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--src", required=True, help="folder with one sub-folder per split")
+    p.add_argument(
+        "--out", default=None, help="output folder (default $DETECTRON2_DATASETS/<src name>)"
+    )
+    p.add_argument("--splits", nargs="+", default=["train", "test"])
+    p.add_argument("--mask-suffix", default="_mask", help="label file = image stem + suffix")
+    p.add_argument("--category", default="grain", help="name of the single category")
+    p.add_argument("--min-area", type=int, default=1, help="skip instances under this many px")
+    args = p.parse_args(argv)
+    out = args.out or os.path.join(datasets_root(), os.path.basename(os.path.normpath(args.src)))
+    try:
+        for split in args.splits:
+            pairs = find_label_pairs(os.path.join(args.src, split), args.mask_suffix)
+            stats = labels_to_coco(
+                pairs,
+                out,
+                split,
+                category_name=args.category,
+                min_area=args.min_area,
+                description=f"converted from label images in {args.src}",
+            )
+            print(f"{split:>5}: {format_statistics(stats)}")
+    except (DatasetError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Convert the mnfinder package's microscopy data (nuclei, micronuclei) to COCO.
+
+    pip install --no-deps mnfinder          # data only; never imported (it needs TensorFlow)
+    python datasets/prepare_mnfinder.py --out $DETECTRON2_DATASETS/mnfinder
+
+Keeps mnfinder's own split (training-data -> train, validation-data -> val, test-data -> test);
+categories "nucleus" and "micronucleus"; images written as 8-bit RGB PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sard.data.mnfinder_data import find_mnfinder_package, mnfinder_to_coco
+from sard.data.problems import DatasetError
+from sard.data.register import datasets_root
+from sard.data.stats import format_statistics
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", default=os.path.join(datasets_root(), "mnfinder"))
+    p.add_argument(
+        "--package-dir",
+        default=None,
+        help="mnfinder package folder (default: found with importlib, not imported)",
+    )
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    args = p.parse_args(argv)
+    package_dir = args.package_dir or find_mnfinder_package()
+    if package_dir is None:
+        sys.exit("error: mnfinder is not installed; run: pip install --no-deps mnfinder")
+    try:
+        results = mnfinder_to_coco(args.out, package_dir=package_dir, splits=args.splits)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    for split, stats in results.items():
+        print(f"{split:>5}: {format_statistics(stats)}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
