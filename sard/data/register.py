@@ -37,6 +37,8 @@ DEFAULT_BOUNDARY_WIDTH = 1
 
 # name prefix -> (folder under the root, splits, thing classes)
 BUILTIN_INSTANCE_SETS = {
+    # Your own RockFrag-style COCO data, laid out like the synthetic set (datasets/README.md).
+    "rockfrag": ("rockfrag", ("train", "val", "test"), ["fragment"]),
     "rockfrag_synth": ("rockfrag_synth", ("train", "val", "test"), ["fragment"]),
     "gravel_fh": ("gravel_fh", ("train", "test"), ["grain"]),
     "mnfinder": ("mnfinder", ("train", "val", "test"), ["nucleus", "micronucleus"]),
