@@ -1,0 +1,173 @@
+r"""The structure importance map W(i) computed from teacher features F (B, C, H, W).
+
+These are this project's definitions (the paper's summary lost its equations). All maps are
+float32 (B, 1, H, W); "pixel" means a feature-map cell; every step is per image.
+
+1. Gradients. f_c = F_c - F_c(0, 0) (a per-channel shift, which no quantity below depends on;
+   it only conditions float32). Sobel derivatives with replicate padding (f outside the image
+   takes the nearest border value), scaled so that a unit ramp has gradient 1, s = (1, 2, 1):
+       g_x(y, x) = (1/8) sum_{t=-1..1} s_t [f_c(y+t, x+1) - f_c(y+t, x-1)],
+       g_y(y, x) = (1/8) sum_{t=-1..1} s_t [f_c(y+1, x+t) - f_c(y-1, x+t)].
+2. Structure tensor, summed over channels, then integrated by a separable Gaussian G_sigma
+   (std ``sigma`` pixels, taps on [-ceil(3 sigma), ceil(3 sigma)] normalised to 1, replicate
+   padding; sigma = 0 skips it):
+       J = G_sigma * sum_c [[g_x^2, g_x g_y], [g_x g_y, g_y^2]] = [[a, b], [b, d]].
+3. Eigenvalues in closed form, clamped at 0:
+       lambda_{1,2} = max(0, (a + d)/2 +- hypot((a - d)/2, b)),
+       E = lambda_1 - lambda_2   (oriented boundaries, facets),
+       C = sqrt(lambda_1 lambda_2)   (junctions, corners).
+4. Density. N(i) is the (2r+1)x(2r+1) window around i clipped to the image (out-of-image pixels
+   are left out, not padded) and |N(i)| its true pixel count; mean_N is the average over it:
+       D(i) = (1/C) sum_c [ mean_N(f_c^2) - mean_N(f_c)^2 ]_+
+   i.e. the local variance averaged over channels. With ``instance_ids`` D is instead the
+   number of distinct ids > 0 present in the window; ids <= 0 (background, ignore) are never
+   counted (see `instance_count_density` for id maps finer than the features).
+5. Combination. With m_T the spatial mean of term T over the image and the floor
+   phi = eps * mean_{c,i} f_c(i)^2 (f as in step 1; relative to the features' spread, so that W
+   does not change when F is scaled; phi = eps for the id-count D):
+       T^ = T / (m_T + phi)  if m_T > phi,  else 0   (a flat term contributes nothing),
+       S = beta_e E^ + beta_c C^ + beta_d D^,
+       W(i) = S(i) / sum_j S(j),  or 1/(H W) everywhere when sum_j S(j) = 0.
+   The betas are relative weights: (2, 1, 1) is the paper's default; zeros give the ablations
+   E only, C only, D only, E + C. `uniform_structure_map` is the W = 1/(H W) baseline.
+
+W is invariant to a global scale and to permutations of the channels, and equivariant to 90
+degree rotations and flips of the feature map (all filters and borders are symmetric).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from .filters import box_pixel_count, box_sum, gaussian_blur_replicate
+from .instance_density import instance_count_density
+from .moments import BOX_SQ, GXX, GXY, GYY, SQ, channel_moments
+
+
+@dataclass
+class StructureMap:
+    """W(i) and its ingredients, each float32 (B, 1, H, W) on the features' device.
+
+    ``weight`` is >= 0 and sums to 1 over (H, W) for every image; ``E``, ``C``, ``D`` are the
+    raw (unnormalised) terms of the module docstring.
+    """
+
+    weight: torch.Tensor
+    E: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor
+
+
+def _check_features(features: torch.Tensor) -> None:
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() != 4:
+        raise ValueError(f"features must be (B, C, H, W), got shape {tuple(features.shape)}")
+    if not features.dtype.is_floating_point:
+        raise TypeError(f"features must be a floating tensor, got {features.dtype}")
+    if features.numel() == 0:
+        raise ValueError(f"features must not be empty, got shape {tuple(features.shape)}")
+
+
+def _check_number(name: str, value: float, *, positive: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {kind}, got {value}")
+
+
+def _eigen_measures(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E and C from the integrated structure tensor (B, 3, H, W) ordered (a, d, b)."""
+    a, d, b = tensor[:, 0:1], tensor[:, 1:2], tensor[:, 2:3]
+    root = torch.hypot((a - d) * 0.5, b)
+    centre = (a + d) * 0.5
+    lambda1 = (centre + root).clamp_(min=0.0)
+    lambda2 = (centre - root).clamp_(min=0.0)
+    return lambda1 - lambda2, torch.sqrt(lambda1 * lambda2)
+
+
+def _normalised(term: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """term / (spatial mean + floor), or 0 for images whose mean does not exceed the floor."""
+    mean = term.mean(dim=(2, 3), keepdim=True)
+    live = mean > floor
+    return torch.where(live, term / (mean + floor), torch.zeros_like(term))
+
+
+def _weights_from_score(score: torch.Tensor) -> torch.Tensor:
+    """S / sum S per image; uniform for images whose S sums to 0."""
+    h, w = score.shape[-2:]
+    total = score.sum(dim=(2, 3), keepdim=True)
+    uniform = torch.full_like(score, 1.0 / (h * w))
+    return torch.where(total > 0, score / total.clamp(min=torch.finfo(score.dtype).tiny), uniform)
+
+
+@torch.no_grad()
+def compute_structure_map(
+    features: torch.Tensor,
+    *,
+    beta_e: float = 2.0,
+    beta_c: float = 1.0,
+    beta_d: float = 1.0,
+    radius: int = 7,
+    sigma: float = 1.0,
+    instance_ids: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> StructureMap:
+    """W(i), E, C, D of teacher ``features`` (B, C, H, W) as in the module docstring.
+
+    Any device; float32/16/bfloat16 input, computed in float32; no autograd. ``radius`` is r of
+    the density window; ``sigma`` the structure tensor's integration scale; ``instance_ids``
+    (B, Hi, Wi) integer switches D to the instance count; ``eps`` is the relative floor.
+    E, C and D are always computed (a zero beta only drops the term from W). Raises
+    ValueError/TypeError on malformed input and ValueError on non-finite features.
+    """
+    _check_features(features)
+    for name, value in (("beta_e", beta_e), ("beta_c", beta_c), ("beta_d", beta_d)):
+        _check_number(name, value)
+    _check_number("sigma", sigma)
+    _check_number("eps", eps, positive=True)
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
+        raise ValueError(f"radius must be an int >= 0, got {radius!r}")
+    radius = int(radius)
+    b, c, h, w = features.shape
+    if instance_ids is not None and instance_ids.shape[0] != b:
+        raise ValueError(
+            f"instance_ids has batch {instance_ids.shape[0]} but features have batch {b}"
+        )
+
+    moments = channel_moments(features, None if instance_ids is not None else radius)
+    if not bool(torch.isfinite(moments).all()):
+        raise ValueError("features contain NaN or Inf (or overflow float32 when squared)")
+    tensor = gaussian_blur_replicate(moments[:, [GXX, GYY, GXY]], sigma)
+    edge, corner = _eigen_measures(tensor)
+    sq = moments[:, SQ : SQ + 1]
+    floor = eps * sq.mean(dim=(2, 3), keepdim=True) / c
+    if instance_ids is None:
+        count = box_pixel_count(h, w, radius, features.device)
+        window_mean_sq = box_sum(sq, radius) / count
+        density = (window_mean_sq - moments[:, BOX_SQ : BOX_SQ + 1] / count**2).clamp_(min=0.0)
+        density /= c
+        density_floor = floor
+    else:
+        density = instance_count_density(instance_ids.to(features.device), (h, w), radius)
+        density_floor = torch.full_like(floor, eps)
+
+    score = (
+        beta_e * _normalised(edge, floor)
+        + beta_c * _normalised(corner, floor)
+        + beta_d * _normalised(density, density_floor)
+    )
+    return StructureMap(weight=_weights_from_score(score), E=edge, C=corner, D=density)
+
+
+@torch.no_grad()
+def uniform_structure_map(features: torch.Tensor) -> StructureMap:
+    """The uniform baseline: W = 1/(H W) everywhere; E, C, D are zeros (not computed)."""
+    _check_features(features)
+    b, _, h, w = features.shape
+    zeros = torch.zeros(b, 1, h, w, dtype=torch.float32, device=features.device)
+    weight = torch.full_like(zeros, 1.0 / (h * w))
+    return StructureMap(weight=weight, E=zeros, C=zeros.clone(), D=zeros.clone())

@@ -1,0 +1,87 @@
+"""How far W(i) is from the memory-bound limit: `compute_structure_map` vs `features.sum()`.
+
+Times both in the same run, interleaved rep by rep (so a busy machine slows both alike), after
+warm-up, and prints the median milliseconds and the ratio to the single pass, for several
+density radii (the cost should not grow with r).
+
+    .venv/bin/python tools/bench_structure.py                     # (8, 256, 64, 64) fp32 on CPU
+    .venv/bin/python tools/bench_structure.py --device cuda --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sard.structure import compute_structure_map  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    """A function that runs a callable once and returns its wall time in milliseconds."""
+
+    def run(fn: Callable[[], object]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) * 1e3
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=256)
+    parser.add_argument("--size", type=int, default=64, help="feature map height = width")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions (median shown)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--radii", type=int, nargs="+", default=[3, 7, 15])
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.batch, args.channels, args.size, args.size)
+    features = torch.randn(shape, generator=generator).to(device=device, dtype=DTYPES[args.dtype])
+    candidates: dict[str, Callable[[], object]] = {"features.sum()": lambda: features.sum()}
+    for r in args.radii:
+        candidates[f"W(i), r={r}"] = lambda r=r: compute_structure_map(features, radius=r)
+
+    timer = _timer(device)
+    for _ in range(args.warmup):
+        for fn in candidates.values():
+            timer(fn)
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(args.reps):
+        for name, fn in candidates.items():
+            times[name].append(timer(fn))
+
+    base = statistics.median(times["features.sum()"])
+    print(
+        f"shape {shape} {args.dtype} on {device}, torch threads {torch.get_num_threads()}, "
+        f"median of {args.reps} reps"
+    )
+    print(f"{'what':<16} {'ms':>10} {'x one pass':>11}")
+    for name, values in times.items():
+        ms = statistics.median(values)
+        print(f"{name:<16} {ms:>10.2f} {ms / base:>11.1f}")
+
+
+if __name__ == "__main__":
+    main()
