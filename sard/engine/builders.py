@@ -43,7 +43,8 @@ def build_mapper(cfg: CfgNode, is_train: bool):
     vflip = is_train and flip in ("vertical", "both")
     if is_promptable(cfg):
         p = cfg.INPUT.PROMPT
-        max_prompts = p.MAX_PROMPTS if is_train else cfg.TEST.MAX_PROMPTS
+        # TEST.MAX_PROMPTS 0 = every instance (the mapper's None)
+        max_prompts = p.MAX_PROMPTS if is_train else (cfg.TEST.MAX_PROMPTS or None)
         return PromptDatasetMapper(
             is_train=is_train,
             image_size=max(int(v) for v in cfg.INPUT.IMAGE_SIZE),

@@ -96,7 +96,15 @@ def _identity(batch):
 
 
 def build_train_loader(stream: TrainStream, num_workers: int) -> DataLoader:
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_identity)
+    # A private generator: creating the iterator must not draw from the global RNG, or a resumed
+    # run (whose RNG state was restored before this call) would drift from an uninterrupted one.
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        generator=torch.Generator().manual_seed(stream.seed),
+    )
 
 
 def build_test_loader(

@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import os
+import random
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 from fvcore.common.checkpoint import PeriodicCheckpointer
 from fvcore.common.config import CfgNode
@@ -46,7 +48,12 @@ class Trainer:
         self.device = resolve_device(cfg)
         self.records = dataset_records(cfg.DATASETS.TRAIN) if cfg.DATASETS.TRAIN else []
         self.max_iter = resolve_max_iter(cfg, len(self.records))
+        self.seed = seed = training_seed(cfg)
+        # Same seed on every process while building (identical random inits, the teacher's
+        # included, which DDP does not broadcast), then one stream per process for training.
+        seed_all(seed)
         model = build_distiller_for_training(cfg).to(self.device)
+        seed_all(seed + comm.get_rank())
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
@@ -92,7 +99,7 @@ class Trainer:
             self.records,
             mapper,
             global_batch=cfg.SOLVER.IMS_PER_BATCH,
-            seed=training_seed(cfg),
+            seed=self.seed,
             start_iter=self.start_iter,
             rank=comm.get_rank(),
             world_size=comm.get_world_size(),
@@ -189,7 +196,20 @@ def flatten_results(results: Dict) -> Dict[str, float]:
 
 
 def training_seed(cfg: CfgNode) -> int:
-    return int(cfg.SEED) if cfg.SEED >= 0 else 0
+    """SEED, or (SEED < 0) a seed drawn once and shared by all processes, logged."""
+    if cfg.SEED >= 0:
+        return int(cfg.SEED)
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    if comm.is_dist():
+        seed = comm.all_gather(seed)[0]
+    logger.info("SEED < 0: using seed %d", seed)
+    return seed
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def resolve_max_iter(cfg: CfgNode, num_images: int) -> int:

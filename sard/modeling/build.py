@@ -80,33 +80,53 @@ def build_member(cfg: CfgNode, node: CfgNode, role: str) -> nn.Module:
     return model
 
 
-def distillation_hparams(cfg: CfgNode) -> Dict:
-    """MODEL.SARD.* -> keyword arguments of ``sard.losses.build_distillation_loss``."""
+def distillation_hparams(cfg: CfgNode, promptable: bool) -> Dict:
+    """MODEL.SARD.* -> keyword arguments of ``sard.losses.build_distillation_loss`` for METHOD.
+
+    Logit methods compare per-prompt binary mask logits ("mask" form, sigmoid) for promptable
+    pairs and per-pixel class logits ("class" form, softmax) for semantic pairs.
+    """
     s = cfg.MODEL.SARD
-    return dict(
-        dim=s.PROJ_DIM,
-        lambda_f=s.LAMBDA_F,
-        lambda_d=s.LAMBDA_D,
-        alpha=s.ALPHA,
-        alphas=list(s.DA_ALPHAS) or None,
-        beta_e=s.BETA_E,
-        beta_c=s.BETA_C,
-        beta_d=s.BETA_D,
-        radius=s.RADIUS,
-        sigma=s.SIGMA,
-        kd_tau=s.KD_TAU,
-        kd_weight=s.KD_WEIGHT,
-        skd_weight=s.SKD_WEIGHT,
-        cwd_tau=s.CWD_TAU,
-        cwd_weight=s.CWD_WEIGHT,
-        cwd_on=s.CWD_ON,
-        mgd_alpha=s.MGD_ALPHA,
-        mgd_lambda=s.MGD_LAMBDA,
-        dkd_alpha=s.DKD_ALPHA,
-        dkd_beta=s.DKD_BETA,
-        dkd_tau=s.DKD_TAU,
-        reviewkd_weight=s.REVIEWKD_WEIGHT,
-    )
+    form = "mask" if promptable else "class"
+    method = s.METHOD
+    if method in ("sard", "uniform"):
+        alphas = [float(a) for a in s.DA_ALPHAS]
+        return dict(
+            dim=s.PROJ_DIM,
+            lambda_f=s.LAMBDA_F,
+            lambda_d=s.LAMBDA_D,
+            alpha=alphas or s.ALPHA,
+            beta_e=s.BETA_E,
+            beta_c=s.BETA_C,
+            beta_d=s.BETA_D,
+            radius=s.RADIUS,
+            sigma=s.SIGMA,
+        )
+    if method == "cwd":
+        return dict(on=s.CWD_ON, tau=s.CWD_TAU, weight=s.CWD_WEIGHT, logit_form=form)
+    if method == "mgd":
+        return dict(alpha=s.MGD_ALPHA, lambda_mask=s.MGD_LAMBDA)
+    if method == "kd":
+        return dict(tau=s.KD_TAU, weight=s.KD_WEIGHT, logit_form=form)
+    if method == "skd":
+        return dict(weight=s.SKD_WEIGHT, logit_form=form)
+    if method == "dkd":
+        if promptable:
+            raise ValueError("MODEL.SARD.METHOD='dkd' needs class logits: use a semantic pair")
+        return dict(alpha=s.DKD_ALPHA, beta=s.DKD_BETA, tau=s.DKD_TAU)
+    if method == "reviewkd":
+        return dict(weight=s.REVIEWKD_WEIGHT)
+    return {}
+
+
+def _tap_channels(model: nn.Module, taps, role: str):
+    missing = [t for t in taps if t not in model.tap_channels]
+    if missing:
+        raise KeyError(
+            f"{role} has no tap {missing}; its taps are {sorted(model.tap_channels)} "
+            f"(set MODEL.{role.upper()}.TAP or MODEL.SARD.REVIEWKD_TAPS)"
+        )
+    return [model.tap_channels[t] for t in taps]
 
 
 def distiller_kwargs(cfg: CfgNode) -> Dict:
@@ -127,10 +147,19 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
     teacher, head = None, None
     if s.METHOD != "none":
         teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
-        t_ch = teacher.tap_channels[cfg.MODEL.TEACHER.TAP]
-        s_ch = student.tap_channels[cfg.MODEL.STUDENT.TAP]
+        if s.METHOD == "reviewkd":
+            taps = list(s.REVIEWKD_TAPS)
+            if not taps:
+                raise ValueError("MODEL.SARD.METHOD='reviewkd' needs MODEL.SARD.REVIEWKD_TAPS")
+            s_ch, t_ch = _tap_channels(student, taps, "student"), _tap_channels(teacher, taps, "teacher")
+        else:
+            (s_ch,) = _tap_channels(student, [cfg.MODEL.STUDENT.TAP], "student")
+            (t_ch,) = _tap_channels(teacher, [cfg.MODEL.TEACHER.TAP], "teacher")
         head = build_distillation_loss(
-            s.METHOD, student_channels=s_ch, teacher_channels=t_ch, **distillation_hparams(cfg)
+            s.METHOD,
+            student_channels=s_ch,
+            teacher_channels=t_ch,
+            **distillation_hparams(cfg, promptable),
         )
     task_loss = PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT) if promptable else None
     cache = None

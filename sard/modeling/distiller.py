@@ -179,13 +179,15 @@ class SARDDistiller(nn.Module):
             return losses
         t_out = self._teacher_image_outputs(images)
 
+        # Families return scores of different kinds (Mask2Former: non-negative class scores);
+        # each converts its own to logits for the logit-based baselines.
         def teacher_logits() -> torch.Tensor:
-            return _match_size(t_out["sem_logits"], s_out.sem_logits.shape[-2:])
+            t = self.teacher.kd_logits(t_out["sem_logits"])
+            return _match_size(t, s_out.sem_logits.shape[-2:])
 
-        target = torch.stack(targets)
-        losses.update(
-            self._distill(s_out.features, t_out, s_out.sem_logits, teacher_logits, targets=target)
-        )
+        target = _match_targets(torch.stack(targets), s_out.sem_logits.shape[-2:])
+        s_logits = self.student.kd_logits(s_out.sem_logits)
+        losses.update(self._distill(s_out.features, t_out, s_logits, teacher_logits, target))
         return losses
 
     # ------------------------------------------------------------------ inference
@@ -234,3 +236,10 @@ def _match_size(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _match_targets(target: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of (B, H, W) label maps (ignore label kept) to the logit grid."""
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()

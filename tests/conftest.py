@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny synthetic RockFrag set registered under test-only names."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory):
+    """4 train / 2 val images of 64 px in ROOT/rockfrag_synth; returns ROOT.
+
+    Registered in this process as test_synth_{train,val} (+ test_synth_sem_*); a subprocess run
+    with DETECTRON2_DATASETS=ROOT sees them under the built-in rockfrag_synth_* names.
+    """
+    from sard.data import DatasetCatalog, register_rockfrag, register_rockfrag_semantic
+    from sard.data.synthetic import SynthConfig
+    from sard.data.synthetic_dataset import generate_rockfrag_synth
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    folder = os.path.join(root, "rockfrag_synth")
+    generate_rockfrag_synth(
+        folder,
+        num_images={"train": 4, "val": 2},
+        config=SynthConfig(image_size=64, min_size=6, max_size=16),
+        seed=0,
+        preview=False,
+        progress=False,
+    )
+    for split in ("train", "val"):
+        json_file = os.path.join(folder, f"{split}.json")
+        image_root = os.path.join(folder, split)
+        if f"test_synth_{split}" not in DatasetCatalog.list():
+            register_rockfrag(f"test_synth_{split}", json_file, image_root)
+            register_rockfrag_semantic(f"test_synth_sem_{split}", json_file, image_root)
+    return root

@@ -1,0 +1,134 @@
+"""End to end on the built-in engine: two iterations of training plus evaluation per family."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from sard.config import load_config
+from sard.engine import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {
+    "sam": os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml"),
+    "m2f": os.path.join(REPO, "configs", "tiny", "m2f_tiny.yaml"),
+    "vit": os.path.join(REPO, "configs", "tiny", "vit_tiny.yaml"),
+}
+
+
+def tiny_cfg(kind: str, out: str, *opts: str):
+    sem = "_sem" if kind != "sam" else ""
+    size = ["INPUT.IMAGE_SIZE", "(64, 64)"]
+    return load_config(
+        TINY[kind],
+        [
+            "OUTPUT_DIR", out,
+            "DATASETS.TRAIN", f"('test_synth{sem}_train',)",
+            "DATASETS.TEST", f"('test_synth{sem}_val',)",
+            *size,
+            *opts,
+        ],
+    )
+
+
+@pytest.mark.parametrize("kind", ["sam", "m2f", "vit"])
+def test_two_iterations_then_evaluation(kind, tiny_synth, tmp_path):
+    cfg = tiny_cfg(kind, str(tmp_path))
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    before = {k: v.clone() for k, v in trainer.model.student.state_dict().items()}
+    results = trainer.train()
+    after = trainer.model.student.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the student did not learn"
+    metrics = [json.loads(line) for line in open(tmp_path / "metrics.json")]
+    losses = [m for m in metrics if "total_loss" in m]
+    assert [m["iteration"] for m in losses] == [0, 1]
+    terms = set(losses[0])
+    assert {"loss_fc", "loss_da"} <= terms, terms  # SARD's terms are logged by name
+    (task,) = results.values()
+    flat = next(iter(task.values()))
+    key = "mIoU" if kind == "sam" else "mIoU"
+    assert 0.0 <= flat[key] <= 100.0 and 0.0 <= flat["bIoU" if kind == "sam" else "mBIoU"] <= 100.0
+    # The final checkpoint holds the student and the head, never the teacher.
+    ckpt = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
+    assert not [k for k in ckpt["model"] if k.startswith("teacher")]
+    assert any(k.startswith("student.") for k in ckpt["model"])
+    assert any(k.startswith("head.") for k in ckpt["model"])
+
+
+def _final_student(cfg):
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_synth, tmp_path):
+    opts = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()"]
+    straight = _final_student(tiny_cfg("sam", str(tmp_path / "a"), *opts))
+    # Stop after 2 iterations (a run whose MAX_ITER is 2 writes the same checkpoint at it=1) ...
+    first = tiny_cfg("sam", str(tmp_path / "b"), *opts)
+    trainer = Trainer(first)
+    trainer.max_iter = 2
+    trainer.train()
+    os.remove(tmp_path / "b" / "model_final.pth")  # only model_0000001.pth remains, as after a kill
+    with open(tmp_path / "b" / "last_checkpoint", "w") as f:
+        f.write("model_0000001.pth")
+    # ... then resume in a fresh trainer: iteration, optimizer, schedule, RNG and data position.
+    resumed = _final_student(first)
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    tiny_synth, tmp_path, monkeypatch
+):
+    cfg = tiny_cfg("sam", str(tmp_path), "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1")
+    trainer = Trainer(cfg)
+    real_forward = type(trainer.model).forward
+    calls = {"n": 0}
+
+    def poisoned(self, batched_inputs):
+        out = real_forward(self, batched_inputs)
+        calls["n"] += 1
+        if self.training and calls["n"] == 3:
+            out["loss_fc"] = out["loss_fc"] * float("nan")
+        return out
+
+    monkeypatch.setattr(type(trainer.model), "forward", poisoned)
+    good = None
+    with pytest.raises(FloatingPointError, match=r"iteration 2.*model_0000001\.pth"):
+        good = trainer.train()
+    assert good is None
+    assert trainer.checkpointer.get_checkpoint_file().endswith("model_0000001.pth")
+    ckpt = torch.load(tmp_path / "model_0000001.pth", map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not os.path.exists(tmp_path / "model_0000002.pth")
+
+
+def test_teacher_is_outside_optimizer_and_checkpoint(tiny_synth, tmp_path):
+    trainer = Trainer(tiny_cfg("sam", str(tmp_path)))
+    teacher_params = {id(p) for p in trainer.model.teacher.module.parameters()}
+    assert teacher_params
+    optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not optimized & teacher_params
+    student_params = {id(p) for p in trainer.model.student.parameters()}
+    assert student_params <= optimized
+    assert not [k for k in trainer.model.state_dict() if k.startswith("teacher.")]
+
+
+def test_distilled_checkpoint_loads_into_the_bare_student(tiny_synth, tmp_path):
+    from sard.models import build_model
+    from sard.models.checkpoint import load_checkpoint
+    from sard.modeling import student_state_dict
+
+    cfg = tiny_cfg("sam", str(tmp_path), "DATASETS.TEST", "()")
+    trainer = Trainer(cfg)
+    trainer.train()
+    bare = build_model("efficient_sam", size="tiny", image_size=64)
+    load_checkpoint(bare, str(tmp_path / "model_final.pth"), transform=student_state_dict)
+    for k, v in bare.state_dict().items():
+        assert torch.equal(v, trainer.model.student.state_dict()[k])
