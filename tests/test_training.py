@@ -132,3 +132,67 @@ def test_distilled_checkpoint_loads_into_the_bare_student(tiny_synth, tmp_path):
     load_checkpoint(bare, str(tmp_path / "model_final.pth"), transform=student_state_dict)
     for k, v in bare.state_dict().items():
         assert torch.equal(v, trainer.model.student.state_dict()[k])
+
+
+@pytest.mark.parametrize("directory", [False, True], ids=["memory", "disk"])
+def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, directory):
+    cache_dir = str(tmp_path / "cache") if directory else ""
+    cfg = tiny_cfg(
+        "sam", str(tmp_path), "MODEL.SARD.CACHE.ENABLED", "True", "MODEL.SARD.CACHE.DIR",
+        cache_dir, "INPUT.RANDOM_FLIP", "none", "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()",
+    )
+    trainer = Trainer(cfg)
+    teacher = trainer.model.teacher.module
+    calls = []
+    real = teacher.extract_features
+    teacher.extract_features = lambda images: calls.append(len(images)) or real(images)
+    trainer.train()
+    # 4 images, batch 2: epoch 1 (iterations 0-1) runs the teacher, epoch 2 (2-3) reads the cache.
+    assert calls == [2, 2]
+    cache = trainer.model.cache
+    assert (cache.misses, cache.hits, len(cache)) == (4, 4, 4)
+    if directory:
+        assert len([f for f in os.listdir(cache_dir) if f.endswith(".pt")]) == 4
+    # Cached taps are the teacher's features in fp16, with W(i) stored beside them.
+    from sard.engine.builders import build_mapper
+    from sard.modeling.teacher_cache import image_key
+
+    x = build_mapper(cfg, is_train=True)(dict(trainer.records[0]))["image"][None]
+    entry = cache.get([image_key(x[0])])[0]
+    assert entry is not None and entry["image_embedding"].dtype == torch.float16
+    fresh = real(x)["image_embedding"][0]
+    torch.testing.assert_close(entry["image_embedding"].float(), fresh, rtol=1e-2, atol=1e-3)
+    assert torch.allclose(entry["structure_weight"].float().sum(), torch.tensor(1.0), atol=1e-2)
+
+
+SAM_METHODS = ["none", "uniform", "kd", "skd", "cwd", "mgd"]
+SEMANTIC_METHODS = ["kd", "cwd", "dkd", "reviewkd", "mgd"]
+
+
+@pytest.mark.parametrize(
+    "kind,method", [("sam", m) for m in SAM_METHODS] + [("m2f", m) for m in SEMANTIC_METHODS]
+)
+def test_every_method_trains(kind, method, tiny_synth, tmp_path):
+    opts = ["MODEL.SARD.METHOD", method, "DATASETS.TEST", "()"]
+    if method == "reviewkd":
+        opts += ["MODEL.SARD.REVIEWKD_TAPS", "['stage2', 'stage3', 'stage4']"]
+    trainer = Trainer(tiny_cfg(kind, str(tmp_path), *opts))
+    if method == "none":
+        assert trainer.model.teacher is None
+    losses = trainer.run_step(trainer.model, next(iter(_stream(trainer))), 0)
+    distill = {k for k in losses if not k.startswith(("loss_mask", "loss_iou", "loss_m2f"))}
+    expected = {
+        "none": set(), "uniform": {"loss_fc", "loss_da"}, "kd": {"loss_kd"},
+        "skd": {"loss_skd"}, "cwd": {"loss_cwd"}, "mgd": {"loss_mgd"},
+        "dkd": {"loss_dkd_tckd", "loss_dkd_nckd"}, "reviewkd": {"loss_reviewkd"},
+    }[method]
+    assert distill == expected
+    assert all(v == v and abs(v) < 1e6 for v in losses.values())
+
+
+def _stream(trainer):
+    from sard.engine.builders import build_mapper
+    from sard.engine.data import TrainStream
+
+    mapper = build_mapper(trainer.cfg, is_train=True)
+    return TrainStream(trainer.records, mapper, trainer.cfg.SOLVER.IMS_PER_BATCH, seed=0)
