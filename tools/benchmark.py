@@ -34,11 +34,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from sard.models import MODEL_REGISTRY, Prompts, build_model  # noqa: E402
+from sard.models import Prompts, build_model, model_builder  # noqa: E402
 
 PAIRS = {
     "sam": (("sam", "vit_h"), ("efficient_sam", "ti")),
     "m2f": (("mask2former", "swin_l"), ("mask2former", "r50")),
+    "m2f_swint": (("mask2former", "swin_l"), ("mask2former", "swin_t")),
+    "vit": (("vit_semantic", "vit_l"), ("vit_semantic", "vit_ti")),
 }
 
 
@@ -59,7 +61,7 @@ class Measure:
 
 def is_semantic_family(family: str) -> bool:
     """Semantic builders take image_size as (H, W); promptable ones as an int."""
-    default = inspect.signature(MODEL_REGISTRY[family]).parameters["image_size"].default
+    default = inspect.signature(model_builder(family)).parameters["image_size"].default
     return isinstance(default, (tuple, list))
 
 
@@ -104,8 +106,10 @@ def time_ms(step: Callable[[], object], device: str, warmup: int, reps: int) -> 
 def measure(family: str, size: str, args: argparse.Namespace) -> Optional[Measure]:
     """Build family:size at the requested input size and measure it; None (and a line) if absent."""
     name = f"{family}:{size}"
-    if family not in MODEL_REGISTRY:
-        print(f"skip {name}: family {family!r} is not registered (have {sorted(MODEL_REGISTRY)})")
+    try:
+        model_builder(family)
+    except KeyError as err:
+        print(f"skip {name}: {err}")
         return None
     semantic = is_semantic_family(family)
     image_size = tuple(args.semantic_hw) if semantic else args.image_size

@@ -13,7 +13,7 @@ from .checkpoint import (
 )
 from .efficient_sam import EfficientSam, build_efficient_sam
 from .frozen import FrozenTeacher
-from .registry import MODEL_REGISTRY, build_model, register_model
+from .registry import MODEL_REGISTRY, build_model, model_builder, register_model
 from .sam import SamModel, build_sam
 
 # Semantic families (mask2former, vit_semantic) are imported by build_model on first use.
@@ -32,6 +32,7 @@ __all__ = [
     "build_efficient_sam",
     "build_model",
     "build_sam",
+    "model_builder",
     "load_checkpoint",
     "read_state_dict",
     "register_model",

@@ -33,11 +33,16 @@ def register_model(family: str) -> Callable[[Callable[..., nn.Module]], Callable
     return wrap
 
 
-def build_model(family: str, **kwargs) -> nn.Module:
-    """Build a model of ``family`` (e.g. "sam", "efficient_sam", "mask2former")."""
+def model_builder(family: str) -> Callable[..., nn.Module]:
+    """The registered builder of ``family``, importing a lazy family's module first."""
     if family not in MODEL_REGISTRY and family in LAZY_FAMILIES:
         importlib.import_module(LAZY_FAMILIES[family])
     if family not in MODEL_REGISTRY:
         known = ", ".join(sorted(set(MODEL_REGISTRY) | set(LAZY_FAMILIES)))
         raise KeyError(f"unknown model family {family!r}; registered families: {known}")
-    return MODEL_REGISTRY[family](**kwargs)
+    return MODEL_REGISTRY[family]
+
+
+def build_model(family: str, **kwargs) -> nn.Module:
+    """Build a model of ``family`` (e.g. "sam", "efficient_sam", "mask2former")."""
+    return model_builder(family)(**kwargs)
