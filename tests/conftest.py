@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic RockFrag set registered under test-only names."""
+
 from __future__ import annotations
 
 import os

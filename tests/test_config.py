@@ -1,4 +1,5 @@
 """Configs: every YAML loads under the built-in engine; errors name the key or the file."""
+
 from __future__ import annotations
 
 import glob

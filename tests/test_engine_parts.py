@@ -1,4 +1,5 @@
 """Built-in engine parts: resumable data order, atomic checkpoints, LR schedule, RNG state."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 These are not timing tests: they only keep the README's benchmark commands working.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,42 +24,116 @@ def run_tool(*args: str, timeout: int = 300) -> str:
 
 
 def test_bench_structure():
-    out = run_tool("tools/bench_structure.py", "--batch", "1", "--channels", "8", "--size", "16",
-                   "--reps", "1", "--warmup", "0", "--radii", "3", "7")
+    out = run_tool(
+        "tools/bench_structure.py",
+        "--batch",
+        "1",
+        "--channels",
+        "8",
+        "--size",
+        "16",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--radii",
+        "3",
+        "7",
+    )
     assert "r=3" in out or "3" in out
     assert "x" in out
 
 
 def test_bench_losses():
-    out = run_tool("tools/bench_losses.py", "--batch", "1", "--channels", "8", "--size", "8",
-                   "--dim", "8", "--repeats", "1", "--warmup", "0", "--device", "cpu")
+    out = run_tool(
+        "tools/bench_losses.py",
+        "--batch",
+        "1",
+        "--channels",
+        "8",
+        "--size",
+        "8",
+        "--dim",
+        "8",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert "x" in out
 
 
 def test_bench_eval():
-    out = run_tool("tools/bench_eval.py", "--size", "64", "--instances", "10", "--images", "1",
-                   "--repeats", "1")
+    out = run_tool(
+        "tools/bench_eval.py",
+        "--size",
+        "64",
+        "--instances",
+        "10",
+        "--images",
+        "1",
+        "--repeats",
+        "1",
+    )
     assert "x" in out
 
 
 def test_benchmark_pairs():
-    out = run_tool("tools/benchmark.py", "--teacher", "sam:tiny", "--student", "efficient_sam:tiny",
-                   "--image-size", "64", "--reps", "1", "--warmup", "0", "--device", "cpu")
+    out = run_tool(
+        "tools/benchmark.py",
+        "--teacher",
+        "sam:tiny",
+        "--student",
+        "efficient_sam:tiny",
+        "--image-size",
+        "64",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert "teacher / student" in out
 
 
 def test_bench_train():
-    out = run_tool("tools/bench_train.py", "--image-size", "64", "--iters", "1", "--rounds", "1",
-                   "--teacher-embed-dim", "32", "--teacher-depth", "2", "--methods", "none",
-                   "uniform", "sard", timeout=600)
+    out = run_tool(
+        "tools/bench_train.py",
+        "--image-size",
+        "64",
+        "--iters",
+        "1",
+        "--rounds",
+        "1",
+        "--teacher-embed-dim",
+        "32",
+        "--teacher-depth",
+        "2",
+        "--methods",
+        "none",
+        "uniform",
+        "sard",
+        timeout=600,
+    )
     assert "SARD / uniform" in out and "cache cold / warm" in out
 
 
 def test_paper_config_without_weights_fails_at_once_naming_the_file():
     """The README's main command, on a machine without SAM-H weights: a clear, early error."""
     res = subprocess.run(
-        [sys.executable, "tools/train_net.py", "--config-file", "configs/sam_h_to_efficientsam.yaml"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            "configs/sam_h_to_efficientsam.yaml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if os.path.isfile(os.path.join(REPO, "weights", "sam_vit_h_4b8939.pth")):
         pytest.skip("real SAM-H weights are present")

@@ -1,4 +1,5 @@
 """tools/train_net.py as users run it: the README's command, DDP over gloo, the detectron2 path."""
+
 from __future__ import annotations
 
 import os
@@ -12,20 +13,40 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
 
-def run_train_net(root: str, out: str, *args: str, engine: str = "sard") -> subprocess.CompletedProcess:
+def run_train_net(
+    root: str, out: str, *args: str, engine: str = "sard"
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, DETECTRON2_DATASETS=root, OMP_NUM_THREADS="1")
     cmd = [
-        sys.executable, "tools/train_net.py", "--engine", engine, "--config-file", TINY_SAM,
+        sys.executable,
+        "tools/train_net.py",
+        "--engine",
+        engine,
+        "--config-file",
+        TINY_SAM,
         *args,
-        "OUTPUT_DIR", out, "INPUT.IMAGE_SIZE", "(64, 64)",
+        "OUTPUT_DIR",
+        out,
+        "INPUT.IMAGE_SIZE",
+        "(64, 64)",
     ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_ddp_two_processes_match_one_process(tiny_synth, tmp_path):
     # L_DA draws its noise per process, so it is switched off to compare the rest exactly.
-    common = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "MODEL.SARD.LAMBDA_D", "0.0",
-              "DATASETS.TEST", "()", "SEED", "3"]
+    common = [
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "2",
+        "MODEL.SARD.LAMBDA_D",
+        "0.0",
+        "DATASETS.TEST",
+        "()",
+        "SEED",
+        "3",
+    ]
     one = run_train_net(tiny_synth, str(tmp_path / "one"), "--num-gpus", "1", *common)
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_train_net(tiny_synth, str(tmp_path / "two"), "--num-gpus", "2", *common)
@@ -51,8 +72,13 @@ def test_readme_style_run_trains_evaluates_and_writes_outputs(tiny_synth, tmp_pa
         assert (out / name).is_file(), name
     assert "bIoU" in res.stdout + res.stderr
     # --eval-only on the result reproduces the evaluation without training.
-    again = run_train_net(tiny_synth, str(tmp_path / "eval"), "--eval-only",
-                          "MODEL.WEIGHTS", str(out / "model_final.pth"))
+    again = run_train_net(
+        tiny_synth,
+        str(tmp_path / "eval"),
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+    )
     assert again.returncode == 0, again.stderr[-3000:]
 
 

@@ -1,4 +1,5 @@
 """End to end on the built-in engine: two iterations of training plus evaluation per family."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,12 @@ def tiny_cfg(kind: str, out: str, *opts: str):
     return load_config(
         TINY[kind],
         [
-            "OUTPUT_DIR", out,
-            "DATASETS.TRAIN", f"('test_synth{sem}_train',)",
-            "DATASETS.TEST", f"('test_synth{sem}_val',)",
+            "OUTPUT_DIR",
+            out,
+            "DATASETS.TRAIN",
+            f"('test_synth{sem}_train',)",
+            "DATASETS.TEST",
+            f"('test_synth{sem}_val',)",
             *size,
             *opts,
         ],
@@ -138,8 +142,18 @@ def test_distilled_checkpoint_loads_into_the_bare_student(tiny_synth, tmp_path):
 def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, directory):
     cache_dir = str(tmp_path / "cache") if directory else ""
     cfg = tiny_cfg(
-        "sam", str(tmp_path), "MODEL.SARD.CACHE.ENABLED", "True", "MODEL.SARD.CACHE.DIR",
-        cache_dir, "INPUT.RANDOM_FLIP", "none", "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()",
+        "sam",
+        str(tmp_path),
+        "MODEL.SARD.CACHE.ENABLED",
+        "True",
+        "MODEL.SARD.CACHE.DIR",
+        cache_dir,
+        "INPUT.RANDOM_FLIP",
+        "none",
+        "SOLVER.MAX_ITER",
+        "4",
+        "DATASETS.TEST",
+        "()",
     )
     trainer = Trainer(cfg)
     teacher = trainer.model.teacher.module
@@ -182,9 +196,14 @@ def test_every_method_trains(kind, method, tiny_synth, tmp_path):
     losses = trainer.run_step(trainer.model, next(iter(_stream(trainer))), 0)
     distill = {k for k in losses if not k.startswith(("loss_mask", "loss_iou", "loss_m2f"))}
     expected = {
-        "none": set(), "uniform": {"loss_fc", "loss_da"}, "kd": {"loss_kd"},
-        "skd": {"loss_skd"}, "cwd": {"loss_cwd"}, "mgd": {"loss_mgd"},
-        "dkd": {"loss_dkd_tckd", "loss_dkd_nckd"}, "reviewkd": {"loss_reviewkd"},
+        "none": set(),
+        "uniform": {"loss_fc", "loss_da"},
+        "kd": {"loss_kd"},
+        "skd": {"loss_skd"},
+        "cwd": {"loss_cwd"},
+        "mgd": {"loss_mgd"},
+        "dkd": {"loss_dkd_tckd", "loss_dkd_nckd"},
+        "reviewkd": {"loss_reviewkd"},
     }[method]
     assert distill == expected
     assert all(v == v and abs(v) < 1e6 for v in losses.values())

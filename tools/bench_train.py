@@ -10,6 +10,7 @@ its second (warm: teacher skipped).
     python tools/bench_train.py                      # CPU defaults, a few minutes
     python tools/bench_train.py --device cuda --image-size 1024 --teacher-size vit_b
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,16 @@ TINY = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--iters", type=int, default=6, help="timed iterations per method and round")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method")
-    p.add_argument("--teacher-size", default="tiny", help="SAM size of the teacher (tiny, vit_b, ...)")
+    p.add_argument(
+        "--teacher-size", default="tiny", help="SAM size of the teacher (tiny, vit_b, ...)"
+    )
     p.add_argument("--teacher-embed-dim", type=int, default=192, help="tiny teacher width")
     p.add_argument("--teacher-depth", type=int, default=6, help="tiny teacher depth")
     p.add_argument("--methods", nargs="+", default=["none", "uniform", "cwd", "sard"])
@@ -45,8 +50,12 @@ def make_data(root: str, image_size: int, num_images: int) -> None:
     from sard.data.synthetic_dataset import generate_rockfrag_synth
 
     generate_rockfrag_synth(
-        root, num_images={"train": num_images}, config=SynthConfig(image_size=image_size),
-        seed=0, preview=False, progress=False,
+        root,
+        num_images={"train": num_images},
+        config=SynthConfig(image_size=image_size),
+        seed=0,
+        preview=False,
+        progress=False,
     )
     register_rockfrag("bench_train", os.path.join(root, "train.json"), os.path.join(root, "train"))
 
@@ -56,19 +65,44 @@ def build_trainer(args, method: str, out: str, cache: bool):
     from sard.engine import Trainer
 
     opts = [
-        "MODEL.SARD.METHOD", method, "MODEL.DEVICE", args.device, "OUTPUT_DIR", out,
-        "INPUT.IMAGE_SIZE", f"({args.image_size}, {args.image_size})",
-        "INPUT.RANDOM_FLIP", "none",  # identical inputs every epoch, so the cache can hit
-        "DATASETS.TRAIN", "('bench_train',)", "DATASETS.TEST", "()",
-        "SOLVER.IMS_PER_BATCH", str(args.batch), "SOLVER.MAX_ITER", "1000000",
-        "SOLVER.CHECKPOINT_PERIOD", "1000000", "SOLVER.LOG_PERIOD", "1000000",
-        "MODEL.SARD.CACHE.ENABLED", str(cache), "MODEL.TEACHER.SIZE", args.teacher_size,
+        "MODEL.SARD.METHOD",
+        method,
+        "MODEL.DEVICE",
+        args.device,
+        "OUTPUT_DIR",
+        out,
+        "INPUT.IMAGE_SIZE",
+        f"({args.image_size}, {args.image_size})",
+        "INPUT.RANDOM_FLIP",
+        "none",  # identical inputs every epoch, so the cache can hit
+        "DATASETS.TRAIN",
+        "('bench_train',)",
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.IMS_PER_BATCH",
+        str(args.batch),
+        "SOLVER.MAX_ITER",
+        "1000000",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000000",
+        "SOLVER.LOG_PERIOD",
+        "1000000",
+        "MODEL.SARD.CACHE.ENABLED",
+        str(cache),
+        "MODEL.TEACHER.SIZE",
+        args.teacher_size,
     ]
     if args.teacher_size == "tiny":
-        opts += ["MODEL.TEACHER.ARCH.EMBED_DIM", str(args.teacher_embed_dim),
-                 "MODEL.TEACHER.ARCH.DEPTH", str(args.teacher_depth),
-                 "MODEL.TEACHER.ARCH.NUM_HEADS", "4",
-                 "MODEL.TEACHER.ARCH.GLOBAL_ATTN_INDEXES", str([args.teacher_depth - 1])]
+        opts += [
+            "MODEL.TEACHER.ARCH.EMBED_DIM",
+            str(args.teacher_embed_dim),
+            "MODEL.TEACHER.ARCH.DEPTH",
+            str(args.teacher_depth),
+            "MODEL.TEACHER.ARCH.NUM_HEADS",
+            "4",
+            "MODEL.TEACHER.ARCH.GLOBAL_ATTN_INDEXES",
+            str([args.teacher_depth - 1]),
+        ]
     cfg = load_config(TINY, opts)
     trainer = Trainer(cfg)
     trainer.model.train()
@@ -114,14 +148,18 @@ def main(argv=None) -> None:
             for m in args.methods:
                 results[m] += time_iters(trainers[m], streams[m], args.iters, sync)
         cache_tr = trainers["sard+cache"]
-        cache_stream = iter(TrainStream(cache_tr.records, build_mapper(cache_tr.cfg, True), args.batch, seed=0))
+        cache_stream = iter(
+            TrainStream(cache_tr.records, build_mapper(cache_tr.cfg, True), args.batch, seed=0)
+        )
         cold = time_iters(cache_tr, cache_stream, args.iters, sync)  # epoch 1: every image new
         warm = time_iters(cache_tr, cache_stream, args.iters, sync)  # epoch 2: every image cached
         hits, misses = cache_tr.model.cache.hits, cache_tr.model.cache.misses
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\nimage {args.image_size}, batch {args.batch}, teacher sam:{args.teacher_size}, "
-          f"student efficient_sam:tiny, device {args.device}, {args.rounds}x{args.iters} iters")
+    print(
+        f"\nimage {args.image_size}, batch {args.batch}, teacher sam:{args.teacher_size}, "
+        f"student efficient_sam:tiny, device {args.device}, {args.rounds}x{args.iters} iters"
+    )
     print(f"{'run':<22}{'s/iter':>10}{'iter/s':>10}{'vs none':>10}")
     for k, v in med.items():
         base = med.get("none", v)
@@ -130,12 +168,19 @@ def main(argv=None) -> None:
     print(f"{'sard, cache cold':<22}{c:>10.3f}{1 / c:>10.2f}")
     print(f"{'sard, cache warm':<22}{w:>10.3f}{1 / w:>10.2f}")
     if "sard" in med and "uniform" in med:
-        print(f"\nSARD / uniform feature distillation: {med['sard'] / med['uniform']:.3f}x (goal <= 1.1x)")
+        print(
+            f"\nSARD / uniform feature distillation: {med['sard'] / med['uniform']:.3f}x"
+            " (goal <= 1.1x)"
+        )
     print(f"cache cold / warm: {c / w:.2f}x  (hits {hits}, misses {misses})")
     if "none" in med:
         share = (med["sard"] - med["none"]) if "sard" in med else float("nan")
-        print(f"warm SARD step vs scratch step: {w / med['none']:.2f}x; teacher + head share of a "
-              f"cold step: {share / med['sard']:.0%}" if "sard" in med else "")
+        print(
+            f"warm SARD step vs scratch step: {w / med['none']:.2f}x; teacher + head share of a "
+            f"cold step: {share / med['sard']:.0%}"
+            if "sard" in med
+            else ""
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Train or evaluate a SARD distiller: ``python tools/train_net.py --config-file CFG [KEY VALUE ...]``.
+"""Train or evaluate a SARD distiller.
+
+    python tools/train_net.py --config-file CFG [KEY VALUE ...]
 
 Takes detectron2's command line. ``--engine auto`` (default) uses the detectron2 project in
 ``projects/SARD`` when detectron2 is importable, else SARD's built-in trainer; both read the same
 YAML. On a CPU-only machine ``--num-gpus N`` starts N processes that train with DDP over gloo.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +24,13 @@ def argument_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint"
+    )
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS and exit")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (GPUs, or CPU workers)")
+    p.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per machine (GPUs, or CPU workers)"
+    )
     p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT for multi-machine runs")

@@ -2,8 +2,10 @@
 """SARD training with detectron2's DefaultTrainer.
 
 Usage (from the repository root): ``python projects/SARD/train_net.py --config-file CFG``, or
-``python tools/train_net.py --engine detectron2 --config-file CFG``. Same YAML as the built-in engine.
+``python tools/train_net.py --engine detectron2 --config-file CFG``. Same YAML as the built-in
+engine.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +18,12 @@ sys.path.insert(0, HERE)  # for `sard_project`
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import build_detection_test_loader, build_detection_train_loader  # noqa: E402
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.engine import (
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    launch,
+)  # noqa: E402
 
 from sard.config import validate_config  # noqa: E402
 from sard.engine.builders import build_evaluator, build_mapper  # noqa: E402
@@ -25,7 +32,7 @@ from sard_project import add_sard_config  # noqa: E402,F401  (registers the meta
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with SARD's mapper, evaluator, AdamW over trainable parameters and schedule."""
+    """DefaultTrainer with SARD's mapper, evaluator, AdamW (trainable parameters) and schedule."""
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -33,7 +40,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=build_mapper(cfg, is_train=False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,4 +1,5 @@
 """Configs: ``get_cfg()`` gives detectron2-compatible defaults plus SARD's keys."""
+
 from __future__ import annotations
 
 import os
@@ -69,7 +70,11 @@ def load_config(
     for key, value in zip(opts[0::2], opts[1::2]):
         # yacs' merge_from_list ignores new_allowed, so ARCH overrides are set directly.
         if key.startswith(_ARCH_PREFIXES):
-            node = cfg.MODEL.TEACHER.ARCH if key.startswith(_ARCH_PREFIXES[0]) else cfg.MODEL.STUDENT.ARCH
+            node = (
+                cfg.MODEL.TEACHER.ARCH
+                if key.startswith(_ARCH_PREFIXES[0])
+                else cfg.MODEL.STUDENT.ARCH
+            )
             node[key.rsplit(".", 1)[1]] = yaml.safe_load(value) if isinstance(value, str) else value
         else:
             rest += [key, value]

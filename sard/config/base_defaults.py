@@ -1,10 +1,11 @@
 """The subset of detectron2's default config that SARD reads, with detectron2's names and defaults.
 
 The built-in engine (no detectron2) starts from this node; with detectron2 the project starts from
-``detectron2.config.get_cfg()`` instead. Either way ``add_sard_config`` then adds SARD's keys, so one
-YAML file loads under both engines as long as it only uses keys defined here or by
+``detectron2.config.get_cfg()`` instead. Either way ``add_sard_config`` then adds SARD's keys, so
+one YAML file loads under both engines as long as it only uses keys defined here or by
 ``add_sard_config`` (an unknown key is an error naming the key, as in detectron2).
 """
+
 from __future__ import annotations
 
 from fvcore.common.config import CfgNode

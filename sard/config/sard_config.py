@@ -3,6 +3,7 @@
 Every key carries a one-line comment. Paper defaults (CVPR 2026): beta_e=2, beta_c=1, beta_d=1,
 r=7, lambda_f=1, lambda_d=0.5, mu=1, alpha=0.5, AdamW, 100 epochs.
 """
+
 from __future__ import annotations
 
 from typing import Any

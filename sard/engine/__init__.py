@@ -1,4 +1,5 @@
 """The built-in training engine (used when detectron2 is absent or ``--engine sard``)."""
+
 from .launch import launch
 from .trainer import Trainer
 

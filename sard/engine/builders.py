@@ -1,4 +1,5 @@
 """Config -> dataset records, mapper, evaluator, distiller: the parts both engines share."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence

@@ -6,6 +6,7 @@
 * Safe to load: ``torch.load(weights_only=True)``; every state we save (RNG states included) is made
   of tensors and plain Python values.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Small helpers over torch.distributed that also work when it is not initialised."""
+
 from __future__ import annotations
 
 from typing import Any, List

@@ -2,11 +2,12 @@
 
 Training order: epoch ``e`` visits the dataset in ``randperm(n, seed + e)``; the global batch of
 iteration ``it`` is the slice ``[it * B, (it + 1) * B)`` of the concatenated epochs, and process
-``r`` of ``k`` takes its ``B / k`` consecutive share, so a DDP run sees exactly the global batches of
-a one-process run. Every sample is mapped under an RNG seeded by (seed, iteration, position), so
+``r`` of ``k`` takes its ``B / k`` consecutive share, so a DDP run sees exactly the global batches
+of a one-process run. Every sample is mapped under an RNG seeded by (seed, iteration, position), so
 augmentations and prompts do not depend on worker count, and ``--resume`` from iteration ``it``
 replays the very batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 
 def global_indices(n: int, seed: int, start: int, count: int) -> List[int]:
-    """Positions ``start .. start+count`` of the stream ``randperm(n, seed+0) ++ randperm(n, seed+1) ++ ...``."""
+    """Positions ``start .. start+count`` of ``randperm(n, seed) ++ randperm(n, seed+1) ++ ...``."""
     out: List[int] = []
     epoch, offset = divmod(start, n)
     while len(out) < count:
@@ -29,7 +30,7 @@ def global_indices(n: int, seed: int, start: int, count: int) -> List[int]:
 
 
 def map_with_seed(mapper: Callable[[Dict], Dict], record: Dict, seed: int) -> Dict:
-    """Call ``mapper(record)`` with python/numpy/torch RNGs seeded by ``seed``, then restore them."""
+    """Call ``mapper(record)`` with the python/numpy/torch RNGs seeded by ``seed``, then restore."""
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
@@ -43,7 +44,7 @@ def map_with_seed(mapper: Callable[[Dict], Dict], record: Dict, seed: int) -> Di
 
 
 class TrainStream(IterableDataset):
-    """Yields this process's list of mapped samples for iterations ``start_iter, start_iter+1, ...``."""
+    """Yields this process's mapped samples for iterations ``start_iter, start_iter + 1, ...``."""
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ Mirrors detectron2's ``launch``: ``num_processes`` per machine, ``dist_url`` "au
 local port. The backend is NCCL when every process has its own GPU and gloo otherwise, so DDP also
 runs on a CPU-only machine (used by the tests).
 """
+
 from __future__ import annotations
 
 import socket

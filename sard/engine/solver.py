@@ -2,9 +2,11 @@
 
 The schedule is fvcore's parameter schedulers (the ones detectron2 uses) wrapped in a LambdaLR:
 ``lr(it) = BASE_LR * warmup(it) * decay(it / MAX_ITER)`` with
-``warmup(it) = f + (1 - f) * it / WARMUP_ITERS`` for ``it < WARMUP_ITERS`` (else 1), f = WARMUP_FACTOR,
-``decay`` = ``CosineParamScheduler(1, 0)`` or ``PolynomialDecayParamScheduler(1, POLY_LR_POWER)``.
+``warmup(it) = f + (1 - f) * it / WARMUP_ITERS`` for ``it < WARMUP_ITERS`` (else 1),
+f = WARMUP_FACTOR, and ``decay`` = ``CosineParamScheduler(1, 0)`` or
+``PolynomialDecayParamScheduler(1, POLY_LR_POWER)``.
 """
+
 from __future__ import annotations
 
 from typing import Iterable

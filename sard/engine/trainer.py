@@ -6,6 +6,7 @@ Each iteration: map a deterministic batch -> distiller losses -> check finite ->
 clip -> AdamW step -> schedule step -> log (``metrics.json`` lines and TensorBoard) ->
 periodic atomic checkpoint -> periodic evaluation.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def resume_or_load(self, resume: bool = True) -> None:
-        """``resume``: continue from OUTPUT_DIR's last checkpoint if any, else load MODEL.WEIGHTS."""
+        """``resume``: continue from OUTPUT_DIR's last checkpoint if any, else MODEL.WEIGHTS."""
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and "iteration" in extra:
             self.start_iter = int(extra["iteration"]) + 1
@@ -105,7 +106,9 @@ class Trainer:
             world_size=comm.get_world_size(),
         )
         loader = iter(build_train_loader(stream, cfg.DATALOADER.NUM_WORKERS))
-        periodic = PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter)
+        periodic = PeriodicCheckpointer(
+            self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter
+        )
         writer = MetricsWriter(cfg.OUTPUT_DIR) if comm.is_main_process() else None
         net = self.ddp or self.model
         net.train()
@@ -174,8 +177,13 @@ class Trainer:
             evaluator.reset()
             loader = build_test_loader(records, mapper, comm.get_rank(), comm.get_world_size())
             n_local = len(range(comm.get_rank(), len(records), comm.get_world_size()))
-            for inputs in tqdm(loader, total=n_local, desc=f"eval {name}", leave=False,
-                               disable=not comm.is_main_process()):
+            for inputs in tqdm(
+                loader,
+                total=n_local,
+                desc=f"eval {name}",
+                leave=False,
+                disable=not comm.is_main_process(),
+            ):
                 evaluator.process(inputs, self.model(inputs))
             results = evaluator.evaluate()
             if comm.is_main_process() and results is not None:

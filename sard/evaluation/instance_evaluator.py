@@ -48,9 +48,10 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
     """IoU and boundary IoU per prompted GT instance, averaged over instances (x100).
 
     process(inputs, outputs): inputs[i] has "image_id", "gt_masks_orig" (the dataset mapper's
-    name; plain "gt_masks" is accepted when "gt_masks_orig" is absent) (Q, H, W) bool at the original
-    resolution, one per prompted GT instance in prompt order, and optionally "height"/"width"
-    (checked against the masks); outputs[i]["pred_masks"] is (Q, H, W) bool in the same order.
+    name; plain "gt_masks" is accepted when "gt_masks_orig" is absent) (Q, H, W) bool at the
+    original resolution, one per prompted GT instance in prompt order, and optionally
+    "height"/"width" (checked against the masks); outputs[i]["pred_masks"] is (Q, H, W) bool in
+    the same order.
 
     evaluate() returns {"sard_instances": metrics} on the main process (None elsewhere) with keys
         count, mIoU, bIoU                    all instances

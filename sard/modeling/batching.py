@@ -1,4 +1,5 @@
 """Turn a list of mapper dicts (detectron2's batch format) into padded tensors for the models."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

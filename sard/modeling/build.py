@@ -1,4 +1,5 @@
 """Build teachers, students and the distiller from a config node."""
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,7 @@ def member_image_size(cfg: CfgNode, family: str):
 
 
 def student_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
-    """The bare student's weights from a SARD training checkpoint (``{"model": {"student.x": ..}}``).
+    """The bare student's weights from a SARD checkpoint (``{"model": {"student.x": ...}}``).
 
     A checkpoint that is already a bare state dict is returned unchanged.
     """
@@ -40,7 +41,7 @@ def student_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
 
 
 def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
-    """Load MODEL.{TEACHER,STUDENT}.WEIGHTS into ``model`` (a SARD checkpoint or an official one)."""
+    """Load MODEL.{TEACHER,STUDENT}.WEIGHTS into ``model`` (a SARD or an official checkpoint)."""
     from sard.models.checkpoint import load_checkpoint
 
     key = f"MODEL.{role.upper()}.WEIGHTS"
@@ -53,7 +54,7 @@ def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
     if not os.path.isfile(node.WEIGHTS):
         raise FileNotFoundError(
             f"{role} weights not found: {node.WEIGHTS!r}. Put the {node.FAMILY} {node.SIZE} "
-            f"checkpoint there, or set {key} to its path (\"\" = random init)."
+            f'checkpoint there, or set {key} to its path ("" = random init).'
         )
     load_checkpoint(
         model,
@@ -151,7 +152,9 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
             taps = list(s.REVIEWKD_TAPS)
             if not taps:
                 raise ValueError("MODEL.SARD.METHOD='reviewkd' needs MODEL.SARD.REVIEWKD_TAPS")
-            s_ch, t_ch = _tap_channels(student, taps, "student"), _tap_channels(teacher, taps, "teacher")
+            s_ch, t_ch = _tap_channels(student, taps, "student"), _tap_channels(
+                teacher, taps, "teacher"
+            )
         else:
             (s_ch,) = _tap_channels(student, [cfg.MODEL.STUDENT.TAP], "student")
             (t_ch,) = _tap_channels(teacher, [cfg.MODEL.TEACHER.TAP], "teacher")

@@ -12,6 +12,7 @@ The teacher is held by a ``FrozenTeacher`` (no grad, always eval, absent from ``
 ``parameters()``), so an optimizer over ``distiller.parameters()`` trains the student and the head
 only, and a saved checkpoint holds ``student.*`` and ``head.*`` keys only.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional

@@ -8,6 +8,7 @@ deterministic part of the transform" by construction, and a flipped view simply 
 Prompt-dependent outputs (a promptable teacher's masks) are recomputed from the cached embedding,
 which costs only the light mask decoder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ import torch
 
 
 def image_key(image: torch.Tensor) -> str:
-    """SHA-1 of the image's shape and its pixels rounded to uint8 (the mapper's images are 0-255)."""
+    """SHA-1 of the image's shape and its pixels rounded to uint8 (mapper images are 0-255)."""
     pixels = image.detach().to("cpu").round().clamp(0, 255).to(torch.uint8).contiguous()
     h = hashlib.sha1(str(tuple(pixels.shape)).encode())
     h.update(pixels.numpy().tobytes())
@@ -30,7 +31,8 @@ class TeacherCache:
 
     ``get(keys)`` returns a list (None where missing); ``put(keys, batch)`` stores one dict of
     tensors per image, each tensor without the batch dimension, as fp16 on the CPU.
-    Disk files are written atomically (temporary file + rename), so a crash never leaves a torn entry.
+    Disk files are written atomically (temporary file + rename): a crash never leaves a torn
+    entry.
     """
 
     def __init__(self, directory: str = "") -> None:

@@ -4,6 +4,7 @@
 and calls its builder. Builders are registered with ``@register_model("family")`` in the module
 that implements the family; importing ``sard.models`` imports them all.
 """
+
 from __future__ import annotations
 
 import importlib

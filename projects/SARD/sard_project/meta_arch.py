@@ -3,6 +3,7 @@
 The class is ``sard.modeling.SARDDistiller`` with detectron2's ``@configurable`` constructor, so
 ``detectron2.modeling.build_model(cfg)`` builds it from ``MODEL.META_ARCHITECTURE: SARDDistiller``.
 """
+
 from __future__ import annotations
 
 from detectron2.config import configurable
