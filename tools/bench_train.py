@@ -39,6 +39,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--teacher-embed-dim", type=int, default=192, help="tiny teacher width")
     p.add_argument("--teacher-depth", type=int, default=6, help="tiny teacher depth")
+    p.add_argument("--student-size", default="tiny", help="EfficientSAM size of the student")
     p.add_argument("--methods", nargs="+", default=["none", "uniform", "cwd", "sard"])
     p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
@@ -64,45 +65,32 @@ def build_trainer(args, method: str, out: str, cache: bool):
     from sard.config import load_config
     from sard.engine import Trainer
 
-    opts = [
-        "MODEL.SARD.METHOD",
-        method,
-        "MODEL.DEVICE",
-        args.device,
-        "OUTPUT_DIR",
-        out,
-        "INPUT.IMAGE_SIZE",
-        f"({args.image_size}, {args.image_size})",
-        "INPUT.RANDOM_FLIP",
-        "none",  # identical inputs every epoch, so the cache can hit
-        "DATASETS.TRAIN",
-        "('bench_train',)",
-        "DATASETS.TEST",
-        "()",
-        "SOLVER.IMS_PER_BATCH",
-        str(args.batch),
-        "SOLVER.MAX_ITER",
-        "1000000",
-        "SOLVER.CHECKPOINT_PERIOD",
-        "1000000",
-        "SOLVER.LOG_PERIOD",
-        "1000000",
-        "MODEL.SARD.CACHE.ENABLED",
-        str(cache),
-        "MODEL.TEACHER.SIZE",
-        args.teacher_size,
-    ]
+    overrides = {
+        "MODEL.SARD.METHOD": method,
+        "MODEL.DEVICE": args.device,
+        "OUTPUT_DIR": out,
+        "INPUT.IMAGE_SIZE": f"({args.image_size}, {args.image_size})",
+        "INPUT.RANDOM_FLIP": "none",  # identical inputs every epoch, so the cache can hit
+        "DATASETS.TRAIN": "('bench_train',)",
+        "DATASETS.TEST": "()",
+        "SOLVER.IMS_PER_BATCH": str(args.batch),
+        "SOLVER.MAX_ITER": "1000000",
+        "SOLVER.CHECKPOINT_PERIOD": "1000000",
+        "SOLVER.LOG_PERIOD": "1000000",
+        "MODEL.SARD.CACHE.ENABLED": str(cache),
+        "MODEL.TEACHER.SIZE": args.teacher_size,
+        "MODEL.STUDENT.SIZE": args.student_size,
+    }
     if args.teacher_size == "tiny":
-        opts += [
-            "MODEL.TEACHER.ARCH.EMBED_DIM",
-            str(args.teacher_embed_dim),
-            "MODEL.TEACHER.ARCH.DEPTH",
-            str(args.teacher_depth),
-            "MODEL.TEACHER.ARCH.NUM_HEADS",
-            "4",
-            "MODEL.TEACHER.ARCH.GLOBAL_ATTN_INDEXES",
-            str([args.teacher_depth - 1]),
-        ]
+        overrides.update(
+            {
+                "MODEL.TEACHER.ARCH.EMBED_DIM": str(args.teacher_embed_dim),
+                "MODEL.TEACHER.ARCH.DEPTH": str(args.teacher_depth),
+                "MODEL.TEACHER.ARCH.NUM_HEADS": "4",
+                "MODEL.TEACHER.ARCH.GLOBAL_ATTN_INDEXES": str([args.teacher_depth - 1]),
+            }
+        )
+    opts = [item for pair in overrides.items() for item in pair]
     cfg = load_config(TINY, opts)
     trainer = Trainer(cfg)
     trainer.model.train()
@@ -158,7 +146,8 @@ def main(argv=None) -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     print(
         f"\nimage {args.image_size}, batch {args.batch}, teacher sam:{args.teacher_size}, "
-        f"student efficient_sam:tiny, device {args.device}, {args.rounds}x{args.iters} iters"
+        f"student efficient_sam:{args.student_size}, device {args.device}, "
+        f"{args.rounds}x{args.iters} iters"
     )
     print(f"{'run':<22}{'s/iter':>10}{'iter/s':>10}{'vs none':>10}")
     for k, v in med.items():
