@@ -147,7 +147,7 @@ class Trainer:
         total = sum(loss_dict.values())
         if not torch.isfinite(total):
             last = self.checkpointer.get_checkpoint_file() or "none saved yet"
-            terms = {k: float(v) for k, v in loss_dict.items()}
+            terms = {k: float(v.detach()) for k, v in loss_dict.items()}
             raise FloatingPointError(
                 f"loss became {float(total)} at iteration {it} (terms: {terms}). Training "
                 f"stopped; the last good checkpoint is {last}. Lower SOLVER.BASE_LR or enable "
