@@ -16,6 +16,7 @@ TINY = {
     "sam": os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml"),
     "m2f": os.path.join(REPO, "configs", "tiny", "m2f_tiny.yaml"),
     "vit": os.path.join(REPO, "configs", "tiny", "vit_tiny.yaml"),
+    "m2f_resnet": os.path.join(REPO, "configs", "tiny", "m2f_tiny_to_resnet.yaml"),
 }
 
 
@@ -37,7 +38,7 @@ def tiny_cfg(kind: str, out: str, *opts: str):
     )
 
 
-@pytest.mark.parametrize("kind", ["sam", "m2f", "vit"])
+@pytest.mark.parametrize("kind", ["sam", "m2f", "vit", "m2f_resnet"])
 def test_two_iterations_then_evaluation(kind, tiny_synth, tmp_path):
     cfg = tiny_cfg(kind, str(tmp_path))
     trainer = Trainer(cfg)
@@ -53,8 +54,8 @@ def test_two_iterations_then_evaluation(kind, tiny_synth, tmp_path):
     assert {"loss_fc", "loss_da"} <= terms, terms  # SARD's terms are logged by name
     (task,) = results.values()
     flat = next(iter(task.values()))
-    key = "mIoU" if kind == "sam" else "mIoU"
-    assert 0.0 <= flat[key] <= 100.0 and 0.0 <= flat["bIoU" if kind == "sam" else "mBIoU"] <= 100.0
+    boundary = "bIoU" if kind == "sam" else "mBIoU"
+    assert 0.0 <= flat["mIoU"] <= 100.0 and 0.0 <= flat[boundary] <= 100.0
     # The final checkpoint holds the student and the head, never the teacher.
     ckpt = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
     assert not [k for k in ckpt["model"] if k.startswith("teacher")]
