@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,3 +140,25 @@ def test_paper_config_without_weights_fails_at_once_naming_the_file():
         pytest.skip("real SAM-H weights are present")
     assert res.returncode != 0
     assert "weights/sam_vit_h_4b8939.pth" in res.stderr and "MODEL.TEACHER.WEIGHTS" in res.stderr
+
+
+def test_visualize_structure_draws_one_png_per_image(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "rocks.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype("uint8")).save(
+        image
+    )
+    out = run_tool(
+        "tools/visualize_structure.py",
+        "--config-file",
+        "configs/tiny/sam_tiny_to_efficientsam_tiny.yaml",
+        "--input",
+        str(image),
+        "--out",
+        str(tmp_path / "vis"),
+        "INPUT.IMAGE_SIZE",
+        "(64, 64)",
+    )
+    png = tmp_path / "vis" / "rocks_structure.png"
+    assert png.is_file() and png.stat().st_size > 5000 and "rocks_structure.png" in out
