@@ -15,6 +15,7 @@ from sard.data.masks import encode_mask
 from sard.data.transforms import make_plan
 from sard.export import SardPredictor
 from sard.models import Prompts, build_model
+from sard.modeling.distiller import encode
 
 SIZE = 64
 H, W = 48, 80  # not square and not the model size: exercises resize, padding and stretch
@@ -82,7 +83,7 @@ def test_outputs_equal_the_student_on_the_mapper_sample(students, scene, family,
     )
     sample = mapper(record)
     with torch.no_grad():
-        feats = student.extract_features(sample["image"][None])
+        feats = encode(student, sample["image"][None], [tuple(sample["input_hw"])])
         direct = student.predict_masks(
             feats, Prompts(sample["points"][None], sample["point_labels"][None])
         )

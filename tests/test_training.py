@@ -216,3 +216,32 @@ def _stream(trainer):
 
     mapper = build_mapper(trainer.cfg, is_train=True)
     return TrainStream(trainer.records, mapper, trainer.cfg.SOLVER.IMS_PER_BATCH, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["sam", "m2f", "vit"])
+def test_a_teacher_trained_here_becomes_the_teacher(kind, tiny_synth, tmp_path):
+    """MODEL.TEACHER.WEIGHTS accepts this trainer's own checkpoint (its student is taken)."""
+    base = tiny_cfg(kind, str(tmp_path / "teacher"))
+    # Train the teacher's architecture as a student, with no distillation.
+    opts = ["MODEL.SARD.METHOD", "none", "DATASETS.TEST", "()"]
+    opts += ["MODEL.STUDENT.FAMILY", base.MODEL.TEACHER.FAMILY]
+    opts += ["MODEL.STUDENT.SIZE", base.MODEL.TEACHER.SIZE]
+    first = Trainer(tiny_cfg(kind, str(tmp_path / "teacher"), *opts))
+    first.train()
+    ckpt = str(tmp_path / "teacher" / "model_final.pth")
+    second = Trainer(tiny_cfg(kind, str(tmp_path / "student"), "MODEL.TEACHER.WEIGHTS", ckpt))
+    for k, v in first.model.student.state_dict().items():
+        assert torch.equal(second.model.teacher.module.state_dict()[k], v), k
+
+
+def test_mask2former_teacher_from_a_save_pretrained_folder(tiny_synth, tmp_path):
+    from sard.models import build_model
+
+    teacher = build_model("mask2former", size="tiny", image_size=(64, 64), num_classes=3)
+    teacher.save_pretrained(str(tmp_path / "m2f_teacher"))
+    cfg = tiny_cfg(
+        "m2f", str(tmp_path / "run"), "MODEL.TEACHER.WEIGHTS", str(tmp_path / "m2f_teacher")
+    )
+    trainer = Trainer(cfg)
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(trainer.model.teacher.module.state_dict()[k], v), k

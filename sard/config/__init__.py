@@ -95,7 +95,7 @@ def validate_config(cfg: CfgNode) -> None:
         if role == "TEACHER" and method == "none":
             continue  # the scratch baseline never builds the teacher
         node = cfg.MODEL[role]
-        if node.WEIGHTS and not os.path.isfile(node.WEIGHTS):
+        if node.WEIGHTS and not os.path.exists(node.WEIGHTS):
             raise FileNotFoundError(
                 f"MODEL.{role}.WEIGHTS: {node.WEIGHTS!r} does not exist. Get the {node.FAMILY} "
                 f"{node.SIZE} checkpoint and put it there, or set MODEL.{role}.WEIGHTS to its path."

@@ -31,8 +31,9 @@ LABELS = {
 RESIZE_TEXT = {
     "longest_pad": (
         "scale = S / max(H, W); resize to (int(H*scale + 0.5), int(W*scale + 0.5)) (cv2 INTER_AREA "
-        "when both sides shrink, else INTER_LINEAR); place top-left on an S x S canvas of zeros "
-        "(0-255 units, as the training data mapper does)"
+        "when both sides shrink, else INTER_LINEAR); place top-left on an S x S canvas filled "
+        "with the pixel mean (0-255 units), so the padding is 0 after the graph's normalisation, "
+        "as in training and in official SAM"
     ),
     "stretch": (
         "resize to S x S ignoring the aspect ratio (cv2 INTER_AREA when both sides shrink, else "

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sard.models.base import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD, Prompts
+from sard.modeling.distiller import encode
 
 from .checks import check_image, check_inside, check_labels, check_points
 from .transform import ResizeTransform
@@ -123,7 +124,8 @@ class SardPredictor:
         self.reset_image()
         h, w = (int(v) for v in transformed_image.shape[-2:])
         padded = F.pad(transformed_image.float(), (0, side - w, 0, side - h))
-        self.features = self.model.extract_features(padded.to(self.device))["image_embedding"]
+        # Same encoding as training (SAM-family models zero their padding after normalising).
+        self.features = encode(self.model, padded.to(self.device), [(h, w)])["image_embedding"]
         self.original_size = tuple(int(v) for v in original_image_size[:2])
         self.input_size = (h, w)
         self.is_image_set = True

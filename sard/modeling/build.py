@@ -40,28 +40,41 @@ def student_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
     return {k[n:]: v for k, v in state.items() if k.startswith(TRAINING_CHECKPOINT_PREFIX)}
 
 
+def _is_sard_checkpoint(path: str, allow_unsafe_pickle: bool) -> bool:
+    from sard.models.checkpoint import read_state_dict
+
+    state = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
+    return any(k.startswith(TRAINING_CHECKPOINT_PREFIX) for k in state)
+
+
 def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
-    """Load MODEL.{TEACHER,STUDENT}.WEIGHTS into ``model`` (a SARD or an official checkpoint)."""
+    """Load MODEL.{TEACHER,STUDENT}.WEIGHTS into ``model``.
+
+    Accepted: a SARD training checkpoint (its student is taken), the family's official checkpoint
+    (through ``load_checkpoint``, with its resizing rules), or whatever the family's own
+    ``load_weights`` reads (a transformers folder for Mask2Former, a timm ViT state dict).
+    """
     from sard.models.checkpoint import load_checkpoint
 
     key = f"MODEL.{role.upper()}.WEIGHTS"
-    if not node.WEIGHTS:
+    path, unsafe = node.WEIGHTS, node.ALLOW_UNSAFE_PICKLE
+    if not path:
         warnings.warn(
             f"{key} is empty: the {role} ({node.FAMILY} {node.SIZE}) is randomly initialised",
-            stacklevel=2,
+            stacklevel=3,
         )
         return
-    if not os.path.isfile(node.WEIGHTS):
+    if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{role} weights not found: {node.WEIGHTS!r}. Put the {node.FAMILY} {node.SIZE} "
+            f"{role} weights not found: {path!r}. Put the {node.FAMILY} {node.SIZE} "
             f'checkpoint there, or set {key} to its path ("" = random init).'
         )
-    load_checkpoint(
-        model,
-        node.WEIGHTS,
-        allow_unsafe_pickle=node.ALLOW_UNSAFE_PICKLE,
-        transform=student_state_dict,
-    )
+    if hasattr(model, "load_weights") and (
+        os.path.isdir(path) or not _is_sard_checkpoint(path, unsafe)
+    ):
+        model.load_weights(path, allow_unsafe_pickle=unsafe)
+        return
+    load_checkpoint(model, path, allow_unsafe_pickle=unsafe, transform=student_state_dict)
 
 
 def build_member(cfg: CfgNode, node: CfgNode, role: str) -> nn.Module:
@@ -76,7 +89,11 @@ def build_member(cfg: CfgNode, node: CfgNode, role: str) -> nn.Module:
     kwargs = dict(size=node.SIZE, image_size=member_image_size(cfg, node.FAMILY), **arch)
     if node.FAMILY not in PROMPTABLE_FAMILIES:
         kwargs["num_classes"] = cfg.MODEL.NUM_CLASSES
-    model = build_model(node.FAMILY, weights="", **kwargs)
+    with warnings.catch_warnings():
+        # The family builder would announce a random init that _load_weights is about to
+        # replace (or announce itself, naming the config key).
+        warnings.filterwarnings("ignore", message=".*no weights path given.*")
+        model = build_model(node.FAMILY, weights="", **kwargs)
     _load_weights(model, node, role)
     return model
 

@@ -86,7 +86,9 @@ class SARDDistiller(nn.Module):
         return "none" if self.head is None else getattr(self.head, "consumes", "features")
 
     # ------------------------------------------------------------------ teacher side
-    def _teacher_image_outputs(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _teacher_image_outputs(
+        self, images: torch.Tensor, valid_hw: Optional[List] = None
+    ) -> Dict[str, torch.Tensor]:
         """Teacher taps (+ W for SARD, + semantic scores for semantic logit methods), cached."""
         keys = [image_key(im) for im in images] if self.cache is not None else []
         if self.cache is not None:
@@ -94,15 +96,17 @@ class SARDDistiller(nn.Module):
             if all(e is not None for e in entries):
                 return stack_entries(entries, images.device, torch.float32)
         with torch.no_grad():
-            outputs = self._run_teacher(images)
+            outputs = self._run_teacher(images, valid_hw)
         if self.cache is not None:
             self.cache.put(keys, outputs)
         return outputs
 
-    def _run_teacher(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _run_teacher(
+        self, images: torch.Tensor, valid_hw: Optional[List]
+    ) -> Dict[str, torch.Tensor]:
         taps = [self.teacher_tap] + [t for t in self.review_taps if t != self.teacher_tap]
         if self.promptable:
-            feats = self.teacher.extract_features(images)
+            feats = encode(self.teacher, images, valid_hw)
             out = {name: feats[name] for name in taps if name in feats}
         else:
             sem = self.teacher.forward_semantic(images)
@@ -151,7 +155,8 @@ class SARDDistiller(nn.Module):
 
     def _forward_promptable(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         batch = collate_prompts(batched_inputs, self.device)
-        s_feats = self.student.extract_features(batch.images)
+        valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
+        s_feats = encode(self.student, batch.images, valid_hw)
         s_out = self.student.predict_masks(s_feats, batch.prompts)
         size = batch.images.shape[-2:]
         # Compare at input resolution, as SAM trains: tiny objects vanish at 1/4 resolution.
@@ -160,7 +165,7 @@ class SARDDistiller(nn.Module):
         losses = {k: v * self.mu for k, v in losses.items()}
         if self.method == "none":
             return losses
-        t_out = self._teacher_image_outputs(batch.images)
+        t_out = self._teacher_image_outputs(batch.images, valid_hw)
 
         def teacher_logits() -> torch.Tensor:
             with torch.no_grad():
@@ -200,13 +205,17 @@ class SARDDistiller(nn.Module):
         images = stack_images(batched_inputs, self.device)
         results = []
         for i, x in enumerate(batched_inputs):
-            scores = self.student.semantic_inference(images[i : i + 1], (x["height"], x["width"]))
+            scores = self.student.semantic_inference(images[i : i + 1])  # canvas size
+            # Drop the canvas padding before resizing back, or a padded image's predictions
+            # would be stretched over the original (as detectron2's sem_seg_postprocess crops).
+            ih, iw = (int(v) for v in x.get("input_hw", scores.shape[-2:]))
+            scores = _match_size(scores[..., :ih, :iw], (int(x["height"]), int(x["width"])))
             results.append({"sem_seg": scores[0]})
         return results
 
     def _infer_promptable(self, x: Dict) -> Dict[str, torch.Tensor]:
         image = x["image"].to(self.device, torch.float32)[None]
-        feats = self.student.extract_features(image)
+        feats = encode(self.student, image, [tuple(x["input_hw"])])
         h, w = int(x["height"]), int(x["width"])
         points, labels = x["points"].to(self.device), x["point_labels"].to(self.device)
         masks, scores = [], []
@@ -222,6 +231,17 @@ class SARDDistiller(nn.Module):
         if not masks:
             return {"pred_masks": torch.zeros(0, h, w, dtype=torch.bool), "scores": torch.zeros(0)}
         return {"pred_masks": torch.cat(masks).cpu(), "scores": torch.cat(scores).cpu()}
+
+
+def encode(model: nn.Module, images: torch.Tensor, valid_hw: Optional[List]) -> Dict:
+    """``model.extract_features``; a model that pads (SAM, "longest_pad") is told where each
+    image's valid region ends, so its padding is zero after normalisation, as in official SAM.
+
+    The mapper pads with 0 in 0-255 units, which SAM's normalisation would turn into about -2.
+    """
+    if valid_hw is not None and getattr(model, "resize_mode", None) == "longest_pad":
+        return model.extract_features(images, valid_hw=valid_hw)
+    return model.extract_features(images)
 
 
 def _upsample_masks(mask_logits: torch.Tensor, size) -> torch.Tensor:
