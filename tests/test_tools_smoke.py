@@ -162,3 +162,8 @@ def test_visualize_structure_draws_one_png_per_image(tmp_path):
     )
     png = tmp_path / "vis" / "rocks_structure.png"
     assert png.is_file() and png.stat().st_size > 5000 and "rocks_structure.png" in out
+
+
+def test_bench_export():
+    out = run_tool("tools/bench_export.py", "--prompts", "2", "--repeats", "1", "--warmup", "0")
+    assert "ONNX" in out or "onnx" in out
