@@ -160,7 +160,7 @@ def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, d
     teacher = trainer.model.teacher.module
     calls = []
     real = teacher.extract_features
-    teacher.extract_features = lambda images: calls.append(len(images)) or real(images)
+    teacher.extract_features = lambda images, **kw: calls.append(len(images)) or real(images, **kw)
     trainer.train()
     # 4 images, batch 2: epoch 1 (iterations 0-1) runs the teacher, epoch 2 (2-3) reads the cache.
     assert calls == [2, 2]
@@ -170,12 +170,15 @@ def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, d
         assert len([f for f in os.listdir(cache_dir) if f.endswith(".pt")]) == 4
     # Cached taps are the teacher's features in fp16, with W(i) stored beside them.
     from sard.engine.builders import build_mapper
+    from sard.modeling.distiller import encode
     from sard.modeling.teacher_cache import image_key
 
-    x = build_mapper(cfg, is_train=True)(dict(trainer.records[0]))["image"][None]
+    sample = build_mapper(cfg, is_train=True)(dict(trainer.records[0]))
+    x = sample["image"][None]
     entry = cache.get([image_key(x[0])])[0]
     assert entry is not None and entry["image_embedding"].dtype == torch.float16
-    fresh = real(x)["image_embedding"][0]
+    with torch.no_grad():
+        fresh = encode(teacher, x, [tuple(sample["input_hw"])])["image_embedding"][0]
     torch.testing.assert_close(entry["image_embedding"].float(), fresh, rtol=1e-2, atol=1e-3)
     assert torch.allclose(entry["structure_weight"].float().sum(), torch.tensor(1.0), atol=1e-2)
 
