@@ -1,0 +1,245 @@
+"""The method comparison's plan: one teacher, then every (method, seed) student, run in this
+process or in a pool of processes, plus the efficiency table and synthetic-to-real transfer.
+
+``args`` is the namespace ``tools/compare_methods.py`` parses (the sizes, schedule, methods,
+seeds, devices and output options it documents); ``dataset`` = (prefix, folder, [train, test])
+as ``study_data.register_splits`` takes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import as_completed
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from .efficiency import measure_inference
+from .plots import plot_method_bars
+from .study import (
+    Member,
+    RunSpec,
+    Schedule,
+    build_trainer,
+    evaluate_run_on,
+    spawn_pool,
+    train_run_job,
+)
+from .study_data import ensure_gravel, ensure_mnfinder, register_splits
+from .tables import comparison_headers, comparison_rows, markdown_table, summarise_runs
+from .visuals import limit_prompts, test_sample
+
+METRICS = ("mIoU", "bIoU")
+
+
+def teacher_member(args) -> Member:
+    """The teacher: at cpu scale the family's "tiny" size widened and deepened (SAM: global
+    attention in every other block), at gpu scale a standard size."""
+    if not args.teacher_embed_dim:
+        return Member(args.teacher_family, args.teacher_size)
+    arch = [
+        ("embed_dim", args.teacher_embed_dim),
+        ("depth", args.teacher_depth),
+        ("num_heads", args.teacher_heads),
+    ]
+    if args.teacher_family == "sam":
+        arch.append(
+            (
+                "global_attn_indexes",
+                list(range(1, args.teacher_depth, 2)) or [args.teacher_depth - 1],
+            )
+        )
+    return Member(args.teacher_family, args.teacher_size, tuple(arch))
+
+
+def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: str) -> RunSpec:
+    """Student run ``method``/``seed``: EfficientSAM --student-size, the shared schedule."""
+    student = Member("efficient_sam", args.student_size)
+    schedule = Schedule(args.iters, args.batch, args.lr, args.prompts)
+    return RunSpec(
+        method,
+        seed,
+        student,
+        schedule,
+        args.image_size,
+        names[0],
+        names[1],
+        teacher=teacher_member(args),
+        teacher_weights=teacher_weights,
+        device=args.device,
+    )
+
+
+def teacher_spec(args, names: List[str]) -> RunSpec:
+    """Train the teacher (METHOD none) or, with --teacher-weights, only evaluate it."""
+    iters = 0 if args.teacher_weights else args.teacher_iters
+    extra = ["MODEL.WEIGHTS", os.path.abspath(args.teacher_weights)] if args.teacher_weights else []
+    schedule = Schedule(iters, args.batch, args.lr, args.prompts)
+    return RunSpec(
+        "none",
+        args.teacher_seed,
+        teacher_member(args),
+        schedule,
+        args.image_size,
+        names[0],
+        names[1],
+        device=args.device,
+        extra_opts=extra,
+    )
+
+
+def run_all(args, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
+    """Teacher first (with the scratch runs alongside it when --jobs > 1), then the rest."""
+    names = [f"{dataset[0]}_{s}" for s in dataset[2]]
+    t_spec = teacher_spec(args, names)
+    t_dir = out / "teacher"
+    weights = str(t_dir / "model_final.pth")
+    if args.teacher_weights:
+        weights = os.path.abspath(args.teacher_weights)
+    jobs = [(m, s) for m in args.methods for s in args.seeds]
+    job = lambda spec, run_dir, label: dict(  # noqa: E731
+        config_file=args.config_file,
+        spec=spec,
+        run_dir=str(run_dir),
+        label=label,
+        threads=args.threads,
+        dataset=dataset,
+    )
+    teacher_job = job(t_spec, t_dir, "teacher")
+    student_jobs = {
+        (m, s): job(make_spec(args, m, s, names, weights), out / "runs" / f"{m}_seed{s}", m)
+        for m, s in jobs
+    }
+    first = [k for k in student_jobs if k[0] == "none"]
+    later = [k for k in student_jobs if k[0] != "none"]
+    records: Dict[Tuple[str, int], Dict] = {}
+    total = len(jobs) + 1
+    done = [0]
+
+    def finished(key, record) -> None:
+        """Print one line per finished run, numbered."""
+        done[0] += 1
+        m = record["metrics"]
+        print(
+            f"  [{done[0]}/{total}] {key}: mIoU {m['mIoU']:.1f} bIoU {m['bIoU']:.1f} "
+            f"({record['wall_s']:.0f} s)",
+            flush=True,
+        )
+
+    if args.jobs == 1:
+        teacher = train_run_job(teacher_job)
+        finished("teacher", teacher)
+        for key in first + later:
+            records[key] = train_run_job(student_jobs[key])
+            finished(key, records[key])
+    else:
+        with spawn_pool(args.jobs) as pool:
+            t_future = pool.submit(train_run_job, teacher_job)
+            futures = {pool.submit(train_run_job, student_jobs[k]): k for k in first}
+            teacher = t_future.result()
+            finished("teacher", teacher)
+            futures.update({pool.submit(train_run_job, student_jobs[k]): k for k in later})
+            for future in as_completed(futures):
+                key = futures[future]
+                records[key] = future.result()
+                finished(key, records[key])
+    return teacher, [records[k] for k in jobs]
+
+
+def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
+    """Evaluate the teacher and every student, as trained, on --transfer-to's test split;
+    writes OUT/transfer_<name>.md, .json and .png; returns the table text."""
+    name = args.transfer_to
+    folder = out / "data" / name
+    if name == "gravel":
+        ensure_gravel(args.gravel_source, str(folder))
+    else:
+        ensure_mnfinder(str(folder))
+    (test_name,) = register_splits(f"compare_{name}", str(folder), ["test"])
+    names = [f"{dataset[0]}_{s}" for s in dataset[2]]
+    size = args.transfer_image_size
+    t_metrics = evaluate_run_on(
+        args.config_file, teacher_spec(args, names), str(out / "teacher"), test_name, size
+    )
+    moved = []
+    weights = args.teacher_weights or str(out / "teacher" / "model_final.pth")
+    for run in runs:
+        spec = make_spec(args, run["method"], run["seed"], names, os.path.abspath(weights))
+        run_dir = str(out / "runs" / f"{run['method']}_seed{run['seed']}")
+        metrics = evaluate_run_on(args.config_file, spec, run_dir, test_name, size)
+        moved.append({**run, "metrics": metrics})
+        print(
+            f"  {name}: {run['method']} seed {run['seed']}: mIoU {metrics['mIoU']:.1f} "
+            f"bIoU {metrics['bIoU']:.1f}",
+            flush=True,
+        )
+    summary = summarise_runs(moved, METRICS)
+    baselines = [b for b in ("none", "cwd") if b in summary]
+    header = (
+        f"Trained on {args.dataset}, evaluated unchanged on the {name} test split at "
+        f"{size} px. Teacher: mIoU {t_metrics['mIoU']:.1f}, bIoU {t_metrics['bIoU']:.1f}; "
+        "mean ± std over seeds.\n\n"
+    )
+    table = header + markdown_table(
+        comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
+    )
+    (out / f"transfer_{name}.md").write_text(table)
+    with open(out / f"transfer_{name}.json", "w") as f:
+        json.dump(
+            {"teacher": t_metrics, "runs": moved, "summary": summary, "image_size": size},
+            f,
+            indent=2,
+        )
+    plot_method_bars(
+        summary,
+        out / f"transfer_{name}.png",
+        metrics=METRICS,
+        reference={m: t_metrics[m] for m in METRICS},
+        title=f"trained on {args.dataset}, evaluated on {name}",
+    )
+    return table
+
+
+def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> Tuple[str, Dict]:
+    """Params, GFLOPs, latency of the teacher and of the (shared) student architecture, with
+    each method's mIoU/bIoU; measured on the first test image with --latency-prompts prompts."""
+    names = [f"{dataset[0]}_{s}" for s in dataset[2]]
+    register_splits(*dataset)
+    t_trainer = build_trainer(
+        args.config_file, teacher_spec(args, names).opts(), str(out / "teacher")
+    )
+    method, seed = args.methods[0], args.seeds[0]
+    s_spec = make_spec(args, method, seed, names, str(out / "teacher" / "model_final.pth"))
+    s_trainer = build_trainer(
+        args.config_file, s_spec.opts(), str(out / "runs" / f"{method}_seed{seed}")
+    )
+    sample, _ = test_sample(s_trainer.cfg, names[1], 0)
+    sample = limit_prompts(sample, args.latency_prompts)
+    t_eff = measure_inference(t_trainer.model, sample, reps=args.latency_reps, device=args.device)
+    s_eff = measure_inference(s_trainer.model, sample, reps=args.latency_reps, device=args.device)
+    rows = [
+        [
+            f"teacher {teacher_member(args).describe()}",
+            f"{t_eff.params_m:.2f}",
+            f"{t_eff.gflops:.2f}",
+            f"{t_eff.latency_ms:.1f}",
+            f"{teacher['metrics']['mIoU']:.1f}",
+            f"{teacher['metrics']['bIoU']:.1f}",
+        ]
+    ]
+    student = f"efficient_sam:{args.student_size}"
+    for m, stats in summary.items():
+        rows.append(
+            [
+                f"{student} + {m}",
+                f"{s_eff.params_m:.2f}",
+                f"{s_eff.gflops:.2f}",
+                f"{s_eff.latency_ms:.1f}",
+                f"{stats['mIoU']['mean']:.1f}",
+                f"{stats['bIoU']['mean']:.1f}",
+            ]
+        )
+    table = markdown_table(
+        ["model", "params (M)", "GFLOPs/img", "latency (ms/img)", "mIoU", "bIoU"], rows
+    )
+    return table, {"teacher": t_eff.as_dict(), "student": s_eff.as_dict()}

@@ -1,0 +1,126 @@
+"""Numbers into text: mean ± std over seeds, per-method summaries, markdown tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+Summary = Dict[str, Dict[str, Dict[str, object]]]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of ``values``; std = 0 for a single value.
+
+    std = sqrt(Σ (x − mean)² / (n − 1)) (Bessel's correction: seeds are a sample of runs).
+    Raises ValueError on an empty input or a non-finite value.
+    """
+    xs = [float(v) for v in values]
+    if not xs:
+        raise ValueError("mean_std needs at least one value")
+    if not all(math.isfinite(x) for x in xs):
+        raise ValueError(f"mean_std got a non-finite value in {xs}")
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, 0.0
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.sqrt(var)
+
+
+def format_mean_std(values: Sequence[float], digits: int = 1) -> str:
+    """ "m ± s" with ``digits`` decimals; a single value prints as "m" (no spread to show)."""
+    mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summarise_runs(
+    runs: Sequence[Mapping[str, object]], metrics: Sequence[str] = ("mIoU", "bIoU")
+) -> Summary:
+    """Group run records by "method" and reduce each metric over seeds.
+
+    Each run is ``{"method": str, "seed": int, "metrics": {name: value}}``. Returns
+    ``{method: {metric: {"mean", "std", "n", "values", "seeds"}}}`` with methods in order of
+    first appearance; a metric missing from a run raises KeyError naming the run.
+    """
+    grouped: Dict[str, List[Mapping[str, object]]] = {}
+    for run in runs:
+        grouped.setdefault(str(run["method"]), []).append(run)
+    summary: Summary = {}
+    for method, members in grouped.items():
+        summary[method] = {}
+        for metric in metrics:
+            values = []
+            for run in members:
+                run_metrics = run["metrics"]
+                if metric not in run_metrics:
+                    raise KeyError(
+                        f"run {method} seed {run.get('seed')} has no metric {metric!r} "
+                        f"(has {sorted(run_metrics)})"
+                    )
+                values.append(float(run_metrics[metric]))
+            mean, std = mean_std(values)
+            summary[method][metric] = {
+                "mean": mean,
+                "std": std,
+                "n": len(values),
+                "values": values,
+                "seeds": [run.get("seed") for run in members],
+            }
+    return summary
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], align: Optional[str] = None
+) -> str:
+    """A GitHub markdown table; ``align`` has one of "l", "r", "c" per column (default: the
+    first column left, the others right). Floats print with 2 decimals; other cells with str().
+    """
+    ncol = len(headers)
+    align = align or ("l" + "r" * (ncol - 1))
+    if len(align) != ncol or set(align) - set("lrc"):
+        raise ValueError(f"align must have one of l/r/c per column ({ncol}), got {align!r}")
+    for i, row in enumerate(rows):
+        if len(row) != ncol:
+            raise ValueError(f"row {i} has {len(row)} cells, the header has {ncol}: {row}")
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_rows(
+    summary: Summary,
+    metrics: Sequence[str] = ("mIoU", "bIoU"),
+    baselines: Sequence[str] = (),
+    digits: int = 1,
+) -> List[List[str]]:
+    """Rows "method | seeds | metric ± std ... | Δ metric vs each baseline ..." for
+    ``markdown_table``. Δ is a difference of means (method − baseline); a baseline's own
+    cells show "—". Baselines absent from ``summary`` raise KeyError.
+    """
+    for baseline in baselines:
+        if baseline not in summary:
+            raise KeyError(f"baseline {baseline!r} is not among the methods {list(summary)}")
+    rows = []
+    for method, stats in summary.items():
+        row = [method, str(stats[metrics[0]]["n"])]
+        row += [format_mean_std(stats[m]["values"], digits) for m in metrics]
+        for baseline in baselines:
+            for m in metrics:
+                if method == baseline:
+                    row.append("—")
+                else:
+                    delta = stats[m]["mean"] - summary[baseline][m]["mean"]
+                    row.append(f"{delta:+.{digits}f}")
+        rows.append(row)
+    return rows
+
+
+def comparison_headers(
+    metrics: Sequence[str] = ("mIoU", "bIoU"), baselines: Sequence[str] = ()
+) -> List[str]:
+    """Headers matching ``comparison_rows`` with the same metrics and baselines."""
+    headers = ["method", "seeds", *metrics]
+    return headers + [f"Δ{m} vs {b}" for b in baselines for m in metrics]

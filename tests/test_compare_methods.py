@@ -1,0 +1,116 @@
+"""tools/compare_methods.py at a minuscule size: outputs, then finished runs are skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--dataset",
+    "synth",
+    "--methods",
+    "none",
+    "sard",
+    "--seeds",
+    "0",
+    "--iters",
+    "2",
+    "--teacher-iters",
+    "2",
+    "--image-size",
+    "64",
+    "--num-train",
+    "4",
+    "--num-test",
+    "2",
+    "--prompts",
+    "4",
+    "--teacher-embed-dim",
+    "64",
+    "--teacher-depth",
+    "2",
+    "--teacher-heads",
+    "2",
+    "--latency-prompts",
+    "2",
+    "--latency-reps",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def compare():
+    path = os.path.join(REPO, "tools", "compare_methods.py")
+    spec = importlib.util.spec_from_file_location("compare_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    payload = compare.main(["--out", str(out), *TINY])
+    assert (out / "bars.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "bars.png").stat().st_size < 500_000
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["summary"]) == ["none", "sard"]
+    for method in ("none", "sard"):
+        stats = saved["summary"][method]["mIoU"]
+        assert stats["n"] == 1 and stats["std"] == 0.0 and 0.0 <= stats["mean"] <= 100.0
+    run_dirs = sorted(p.name for p in (out / "runs").iterdir())
+    assert run_dirs == ["none_seed0", "sard_seed0"]
+    table = (out / "table.md").read_text()
+    assert "ΔmIoU vs none" in table and "| sard | 1 |" in table
+    eff = (out / "efficiency.md").read_text()
+    assert "teacher efficient_sam:tiny (embed_dim=64" in eff and "efficient_sam:tiny + sard" in eff
+    assert saved["efficiency"]["teacher"]["params_m"] > 0
+    # The SARD student learned from the teacher trained in this folder.
+    sard_run = next(r for r in saved["runs"] if r["method"] == "sard")
+    assert sard_run["teacher_weights"] == str(out / "teacher" / "model_final.pth")
+    assert dict(sard_run["opts"])["MODEL.SARD.METHOD"] == "sard"
+    # Finished runs keep only final weights without optimizer state (disk stays small).
+    assert sorted(p.name for p in (out / "runs" / "sard_seed0").glob("*.pth")) == [
+        "model_final.pth"
+    ]
+    assert payload["summary"]["sard"]["bIoU"]["n"] == 1
+
+    stamps = {p: p.stat().st_mtime for p in out.glob("**/metrics.json")}
+    assert len(stamps) == 3  # teacher + 2 students
+    capsys.readouterr()
+    transfer = []
+    gravel = os.path.join(os.path.dirname(REPO), "shared", "data", "gravel_fh")
+    if os.path.isdir(gravel):  # the real photos ship with the project's shared data
+        transfer = [
+            "--transfer-to",
+            "gravel",
+            "--gravel-source",
+            gravel,
+            "--transfer-image-size",
+            "64",
+        ]
+    compare.main(["--out", str(out), *TINY, *transfer])
+    assert {p: p.stat().st_mtime for p in out.glob("**/metrics.json")} == stamps
+    if transfer:  # trained on synthetic data, evaluated unchanged on the real gravel image
+        moved = json.loads((out / "transfer_gravel.json").read_text())
+        assert moved["image_size"] == 64 and list(moved["summary"]) == ["none", "sard"]
+        assert moved["teacher"]["count"] > 40  # the test photo holds 45 to 190 grains
+        assert (out / "transfer_gravel.png").stat().st_size < 500_000
+        assert (
+            "evaluated unchanged on the gravel test split"
+            in (out / "transfer_gravel.md").read_text()
+        )
+
+
+def test_compare_methods_argument_errors(compare, tmp_path):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--dataset", "synth", "--out", "x", "--methods", "dino"])
+    with pytest.raises(SystemExit):
+        compare.parse_args(
+            ["--dataset", "synth", "--out", "x", "--teacher-weights", str(tmp_path / "missing.pth")]
+        )
+    args = compare.parse_args(["--dataset", "gravel", "--out", "x"])
+    assert args.image_size == 256 and args.iters == 300 and args.device == "cpu"

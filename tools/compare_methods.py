@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""Distillation methods side by side: same teacher, same student, same schedule and seeds.
+
+    python tools/compare_methods.py --dataset synth --out output/compare_synth
+    python tools/compare_methods.py --dataset synth --methods none cwd mgd sard --seeds 0 1 2 \
+        --jobs 2 --out output/compare_synth
+    python tools/compare_methods.py --dataset gravel --gravel-source ../shared/data/gravel_fh \
+        --out output/compare_gravel
+    python tools/compare_methods.py --dataset mnfinder --scale gpu --device cuda --out ...
+
+The teacher (a SAM-family model twice the student's width and depth, METHOD "none", seed
+--teacher-seed) is trained once per output
+folder, or loaded with --teacher-weights. Then for every (method, seed) an EfficientSAM-family
+student is trained with the same schedule: none (scratch), kd, cwd, mgd, uniform, sard and
+SARD's W(i) ablations sard_E, sard_C, sard_D, sard_EC (betas through config). Every run is a
+folder under OUT/runs; a run with results.json is skipped and one with checkpoints resumes, so
+a crash loses nothing. Writes OUT/table.md, OUT/results.json, OUT/bars.png and
+OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
+--transfer-to gravel every trained model is also evaluated, unchanged, on the real gravel test
+image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no training cost.
+
+Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
+gravel photos (6 train, 1 test image) converted from --gravel-source; mnfinder = the mnfinder
+package's microscopy (its own train/test splits). --scale picks the default sizes: cpu (tiny
+models, 128-256 px, a few hours on 2 cores for everything) or gpu (EfficientSAM-S teacher,
+EfficientSAM-Ti student, larger images and schedules; not run here).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning (much faster on a shared CPU); before torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Dict, List, Optional, Tuple  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+import torch  # noqa: E402
+
+from sard.data.synthetic import SynthConfig  # noqa: E402
+from sard.reporting import (  # noqa: E402
+    METHOD_VARIANTS,
+    comparison_headers,
+    comparison_rows,
+    markdown_table,
+    plot_method_bars,
+    summarise_runs,
+)
+from sard.reporting.comparison import (  # noqa: E402
+    METRICS,
+    efficiency_table,
+    run_all,
+    teacher_member,
+    transfer,
+)
+from sard.reporting.study import TINY_SAM_CONFIG  # noqa: E402
+from sard.reporting.study_data import (  # noqa: E402
+    ensure_gravel,
+    ensure_mnfinder,
+    ensure_synth,
+    register_splits,
+)
+
+ALL_METHODS = [
+    "none",
+    "kd",
+    "cwd",
+    "mgd",
+    "uniform",
+    "sard",
+    "sard_E",
+    "sard_C",
+    "sard_D",
+    "sard_EC",
+]
+# Default sizes per scale; dataset-specific image sizes below. Every value has a flag.
+SCALES: Dict[str, Dict] = {
+    "cpu": dict(
+        teacher=("efficient_sam", "tiny", 128, 4, 4),
+        student="tiny",
+        teacher_iters=600,
+        iters=300,
+        batch=2,
+        prompts=32,
+        lr=1e-3,
+        num_train=64,
+        num_test=16,
+        device="cpu",
+        image_size={"synth": 128, "gravel": 256, "mnfinder": 256},
+    ),
+    "gpu": dict(
+        teacher=("efficient_sam", "s", 0, 0, 0),
+        student="ti",
+        teacher_iters=6000,
+        iters=3000,
+        batch=8,
+        prompts=32,
+        lr=2e-4,
+        num_train=800,
+        num_test=100,
+        device="cuda",
+        image_size={"synth": 256, "gravel": 512, "mnfinder": 512},
+    ),
+}
+# Fragment sizes of the synthetic set, as fractions of the image side (8-32 px at 128 px).
+SYNTH_FRAGMENT = (1 / 16, 1 / 4)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command line -> namespace, unset sizes filled from --scale and --dataset."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", required=True, choices=("synth", "gravel", "mnfinder"))
+    p.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    p.add_argument("--methods", nargs="+", default=ALL_METHODS, help=f"of {list(METHOD_VARIANTS)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--iters", type=int, help="student iterations (every method)")
+    p.add_argument("--teacher-iters", type=int)
+    p.add_argument("--teacher-weights", default="", help="a trained teacher (model_final.pth)")
+    p.add_argument("--teacher-seed", type=int, default=0)
+    p.add_argument(
+        "--teacher-family",
+        choices=("efficient_sam", "sam"),
+        help="cpu/gpu: efficient_sam (sam trains far slower from scratch)",
+    )
+    p.add_argument("--teacher-size", help="family size (cpu: tiny, widened; gpu: s)")
+    p.add_argument("--teacher-embed-dim", type=int, help="teacher width override (cpu: 128)")
+    p.add_argument("--teacher-depth", type=int, help="teacher depth override (cpu: 4)")
+    p.add_argument("--teacher-heads", type=int, help="teacher heads override (cpu: 4)")
+    p.add_argument("--student-size", help="EfficientSAM size: tiny, ti, s")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--prompts", type=int, help="box prompts per training image")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-train", type=int, help="synth: training images")
+    p.add_argument("--num-test", type=int, help="synth: test images")
+    p.add_argument("--data-seed", type=int, default=0, help="synth: generator seed")
+    p.add_argument("--gravel-source", default=os.path.join("..", "shared", "data", "gravel_fh"))
+    p.add_argument(
+        "--transfer-to",
+        choices=("gravel", "mnfinder"),
+        help="also evaluate every trained run, unchanged, on this dataset's test split",
+    )
+    p.add_argument(
+        "--transfer-image-size",
+        type=int,
+        default=256,
+        help="input size for --transfer-to (EfficientSAM students take any size)",
+    )
+    p.add_argument("--device")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--latency-prompts", type=int, default=16)
+    p.add_argument("--latency-reps", type=int, default=5)
+    p.add_argument("--config-file", default=TINY_SAM_CONFIG)
+    args = p.parse_args(argv)
+    unknown = [m for m in args.methods if m not in METHOD_VARIANTS]
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; choose from {list(METHOD_VARIANTS)}")
+    if args.teacher_weights and not os.path.isfile(args.teacher_weights):
+        p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    scale = SCALES[args.scale]
+    t_family, t_size, t_dim, t_depth, t_heads = scale["teacher"]
+    defaults = dict(
+        iters=scale["iters"],
+        teacher_iters=scale["teacher_iters"],
+        batch=scale["batch"],
+        prompts=scale["prompts"],
+        lr=scale["lr"],
+        num_train=scale["num_train"],
+        num_test=scale["num_test"],
+        device=scale["device"],
+        student_size=scale["student"],
+        image_size=scale["image_size"][args.dataset],
+        teacher_embed_dim=t_dim,
+        teacher_depth=t_depth,
+        teacher_heads=t_heads,
+        teacher_family=t_family,
+        teacher_size=t_size,
+    )
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for name in ("iters", "teacher_iters", "batch", "prompts", "jobs", "threads"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List[str]]:
+    """Make or convert the data under OUT/data; returns (prefix, folder, [train, test])."""
+    folder = out / "data" / args.dataset
+    if args.dataset == "synth":
+        s = args.image_size
+        config = SynthConfig(
+            image_size=s, min_size=s * SYNTH_FRAGMENT[0], max_size=s * SYNTH_FRAGMENT[1]
+        )
+        ensure_synth(
+            str(folder),
+            config,
+            {"train": args.num_train, "test": args.num_test},
+            seed=args.data_seed,
+        )
+    elif args.dataset == "gravel":
+        ensure_gravel(args.gravel_source, str(folder))
+    else:
+        ensure_mnfinder(str(folder))
+    return f"compare_{args.dataset}", str(folder), ["train", "test"]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    """Data, teacher, every (method, seed) student, tables and figures; returns results.json."""
+    start = time.perf_counter()
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*random")
+    logging.getLogger("sard").setLevel(logging.WARNING)
+    logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/3] data: {args.dataset} ({args.scale} scale, {args.image_size} px)", flush=True)
+    dataset = prepare_dataset(args, out)
+    register_splits(*dataset)
+    print(
+        f"[2/3] teacher {teacher_member(args).describe()} + {len(args.methods)} method(s) x "
+        f"{len(args.seeds)} seed(s), student efficient_sam:{args.student_size}, "
+        f"{args.iters} iterations each, {args.jobs} job(s)",
+        flush=True,
+    )
+    teacher, runs = run_all(args, out, dataset)
+    print("[3/3] report", flush=True)
+    summary = summarise_runs(runs, METRICS)
+    baselines = [b for b in ("none", "cwd") if b in summary]
+    table = markdown_table(
+        comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
+    )
+    eff_table, eff = efficiency_table(args, out, dataset, teacher, summary)
+    header = (
+        f"{args.dataset}, {args.scale} scale: teacher {teacher_member(args).describe()} "
+        f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}), "
+        f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
+        f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
+        f"{' '.join(map(str, args.seeds))}; mean ± std over seeds.\n\n"
+    )
+    (out / "table.md").write_text(header + table)
+    (out / "efficiency.md").write_text(
+        f"Latency: one test image with {args.latency_prompts} box prompts, {args.device}, "
+        f"{args.threads} thread(s); students share one architecture.\n\n" + eff_table
+    )
+    plot_method_bars(
+        summary,
+        out / "bars.png",
+        metrics=METRICS,
+        reference={m: teacher["metrics"][m] for m in METRICS},
+        title=header.split(";")[0],
+    )
+    if args.transfer_to:
+        print(f"[3/3] transfer: every run evaluated on {args.transfer_to}", flush=True)
+        table += "\n" + transfer(args, out, dataset, teacher, runs)
+    payload = {
+        "settings": vars(args),
+        "teacher": teacher,
+        "runs": runs,
+        "summary": summary,
+        "efficiency": eff,
+        "wall_s": time.perf_counter() - start,
+    }
+    with open(out / "results.json", "w") as f:
+        json.dump(payload, f, indent=2)
+    print("\n" + header + table + "\n" + eff_table)
+    print(
+        f"wrote {out}/table.md, efficiency.md, results.json, bars.png "
+        f"({payload['wall_s']:.0f} s)"
+    )
+    return payload
+
+
+if __name__ == "__main__":
+    main()

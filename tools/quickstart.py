@@ -1,0 +1,386 @@
+#!/usr/bin/env python
+"""SARD end to end on a CPU in minutes: data, teacher, scratch student, SARD student, report.
+
+    python tools/quickstart.py                      # the embedded demo: ~11 min on 2 cores
+    python tools/quickstart.py --out output/qs --teacher-iters 600 --student-iters 300
+
+Stages:
+1. generate a small synthetic RockFrag set under --out (reused when already there);
+2. train a teacher from scratch (METHOD "none"): by default a SAM-family model twice as wide
+   and deep as the student (EfficientSAM layout; --teacher-family sam picks segment_anything's
+   SAM, which trains from scratch far more slowly, see the README);
+3. train an EfficientSAM-family student from scratch, in a second process beside the teacher
+   when --jobs 2 (it needs no teacher);
+4. distil the same student with SARD from the teacher's checkpoint, same schedule and seed;
+5. evaluate all three on the test split and write into --out: table.md, results.json,
+   structure_map.png (W(i) of the teacher's image embedding on a test image), predictions.png
+   (teacher / scratch / SARD masks for the same box prompts), training_curves.png.
+
+Every run goes through the built-in Trainer with configs/tiny/sam_tiny_to_efficientsam_tiny.yaml
+plus overrides; a rerun into the same --out skips finished runs and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads made the
+# tiny models' steps several times slower. Must be set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Dict, List, Optional  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+import torch  # noqa: E402
+
+from sard.data.synthetic import SynthConfig  # noqa: E402
+from sard.reporting import (  # noqa: E402
+    Member,
+    RunSpec,
+    Schedule,
+    markdown_table,
+    measure_inference,
+    plot_training_curves,
+    read_metrics_json,
+    render_predictions,
+    train_run,
+)
+from sard.reporting.study import (  # noqa: E402
+    TINY_SAM_CONFIG,
+    build_trainer,
+    check_same_run,
+    read_results,
+    spawn_pool,
+    train_run_job,
+)
+from sard.reporting.study_data import ensure_synth, register_splits  # noqa: E402
+from sard.reporting.visuals import (  # noqa: E402
+    limit_prompts,
+    model_input_image,
+    predicted_masks,
+    structure_map_of,
+    test_sample,
+)
+from sard.structure import render_structure_map  # noqa: E402
+
+STAGES = 5
+# A teacher this many mIoU points above the scratch student is "clearly better".
+CLEARLY_BETTER = 5.0
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command line -> namespace; sizes checked (multiples of 16, positive counts)."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", default="output/quickstart", help="output folder")
+    p.add_argument("--data-dir", default="", help="dataset folder (default OUT/data/...)")
+    p.add_argument("--config-file", default=TINY_SAM_CONFIG, help="base YAML of every run")
+    p.add_argument("--image-size", type=int, default=128, help="square image and input size, px")
+    p.add_argument("--num-train", type=int, default=64, help="synthetic training images")
+    p.add_argument("--num-test", type=int, default=16, help="synthetic test images")
+    p.add_argument("--min-size", type=float, default=8.0, help="smallest fragment, px")
+    p.add_argument("--max-size", type=float, default=32.0, help="largest fragment, px")
+    p.add_argument("--teacher-iters", type=int, default=360)
+    p.add_argument("--student-iters", type=int, default=180, help="scratch and SARD alike")
+    p.add_argument("--batch", type=int, default=2, help="images per iteration")
+    p.add_argument("--prompts", type=int, default=32, help="box prompts per training image")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--teacher-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument("--teacher-embed-dim", type=int, default=128)
+    p.add_argument("--teacher-depth", type=int, default=4)
+    p.add_argument("--teacher-heads", type=int, default=4)
+    p.add_argument("--student-size", default="tiny", help="EfficientSAM size: tiny, ti, s")
+    p.add_argument("--seed", type=int, default=0, help="data, teacher and students")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is robust on a " "shared machine; try 2 on an idle one)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="2: train the scratch student in a second process beside the teacher",
+    )
+    p.add_argument("--vis-image", type=int, default=0, help="test image shown in the pictures")
+    p.add_argument("--latency-prompts", type=int, default=16, help="box prompts per timed image")
+    p.add_argument("--latency-reps", type=int, default=5)
+    args = p.parse_args(argv)
+    for name in (
+        "num_train",
+        "num_test",
+        "teacher_iters",
+        "student_iters",
+        "batch",
+        "prompts",
+        "threads",
+        "latency_reps",
+    ):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.image_size % 16:
+        p.error(f"--image-size must be a multiple of 16 (the models' patch), got {args.image_size}")
+    return args
+
+
+def stage(index: int, text: str) -> None:
+    """One progress line per stage."""
+    print(f"[{index}/{STAGES}] {text}", flush=True)
+
+
+def teacher_member(args: argparse.Namespace) -> Member:
+    """The teacher: the "tiny" size of --teacher-family widened and deepened (SAM: global
+    attention in every other block, the rest windowed, as SAM)."""
+    arch = [
+        ("embed_dim", args.teacher_embed_dim),
+        ("depth", args.teacher_depth),
+        ("num_heads", args.teacher_heads),
+    ]
+    if args.teacher_family == "sam":
+        arch.append(
+            (
+                "global_attn_indexes",
+                list(range(1, args.teacher_depth, 2)) or [args.teacher_depth - 1],
+            )
+        )
+    return Member(args.teacher_family, "tiny", tuple(arch))
+
+
+def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dict[str, RunSpec]:
+    """Teacher, scratch student and SARD student; the students share schedule and seed."""
+    common = dict(
+        seed=args.seed,
+        image_size=args.image_size,
+        train_name=names["train"],
+        test_name=names["test"],
+        device=args.device,
+    )
+    sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
+    teacher = teacher_member(args)
+    student = Member("efficient_sam", args.student_size)
+    students = Schedule(args.student_iters, **sched)
+    return {
+        "teacher": RunSpec(
+            "none", student=teacher, schedule=Schedule(args.teacher_iters, **sched), **common
+        ),
+        "scratch": RunSpec("none", student=student, schedule=students, **common),
+        "sard": RunSpec(
+            "sard",
+            student=student,
+            schedule=students,
+            teacher=teacher,
+            teacher_weights=str(out / "teacher" / "model_final.pth"),
+            **common,
+        ),
+    }
+
+
+def prepare_data(args: argparse.Namespace, out: Path) -> Dict[str, str]:
+    """Generate (or reuse) the synthetic set; returns ({split: name}, registration tuple)."""
+    folder = Path(args.data_dir) if args.data_dir else out / "data" / f"synth_{args.image_size}px"
+    config = SynthConfig(image_size=args.image_size, min_size=args.min_size, max_size=args.max_size)
+    counts = {"train": args.num_train, "test": args.num_test}
+    made = ensure_synth(str(folder), config, counts, seed=args.seed)
+    print(
+        f"      {'generated' if made else 'reusing'} {folder} "
+        f"({args.num_train} train / {args.num_test} test, {args.image_size} px)",
+        flush=True,
+    )
+    dataset = ("quickstart_synth", str(folder), ["train", "test"])
+    train, test = register_splits(*dataset)
+    return {"train": train, "test": test}, dataset
+
+
+def train_stage(args, key: str, spec: RunSpec, out: Path, background=None):
+    """Train one run here, or collect it from the background process; print its result."""
+    if background is not None:
+        record, trainer, done = background.result(), None, "trained in the second process"
+    else:
+        record, trainer = train_run(args.config_file, spec, str(out / key), key)
+        done = "trained" if trainer is not None else "already done, skipped"
+    m = record["metrics"]
+    print(
+        f"      {done}: test mIoU {m['mIoU']:.1f}, bIoU {m['bIoU']:.1f} "
+        f"({record['wall_s']:.0f} s)",
+        flush=True,
+    )
+    return record, trainer
+
+
+def report(args, out: Path, specs, records, trainers) -> Dict:
+    """Efficiency, pictures, table.md and results.json."""
+    for key, spec in specs.items():
+        if trainers.get(key) is None:
+            trainers[key] = build_trainer(args.config_file, spec.opts(), str(out / key))
+    cfg = trainers["sard"].cfg
+    sample, record = test_sample(cfg, specs["sard"].test_name, args.vis_image)
+    timed = limit_prompts(sample, args.latency_prompts)
+    rows, summary = [], {}
+    titles = {"teacher": "teacher", "scratch": "student (scratch)", "sard": "student + SARD"}
+    for key, spec in specs.items():
+        eff = measure_inference(
+            trainers[key].model, timed, reps=args.latency_reps, device=args.device
+        )
+        m = records[key]["metrics"]
+        summary[key] = {
+            **records[key],
+            "efficiency": eff.as_dict(),
+            "model": spec.student.describe(),
+        }
+        rows.append(
+            [
+                titles[key],
+                spec.student.describe(),
+                f"{eff.params_m:.2f}",
+                f"{eff.gflops:.2f}",
+                f"{eff.latency_ms:.1f}",
+                f"{m['mIoU']:.1f}",
+                f"{m['bIoU']:.1f}",
+                str(spec.schedule.iters),
+                f"{records[key]['wall_s']:.0f}",
+            ]
+        )
+    headers = [
+        "model",
+        "architecture",
+        "params (M)",
+        "GFLOPs/img",
+        "latency (ms/img)",
+        "mIoU",
+        "bIoU",
+        "iters",
+        "train+eval (s)",
+    ]
+    table = markdown_table(headers, rows, align="ll" + "r" * 7)
+
+    image = sample["image"].permute(1, 2, 0).numpy().clip(0, 255).astype("uint8")
+    gt = sample["gt_masks"].numpy().astype(bool)
+    # Predictions are drawn in the model input frame (the same frame as gt_masks).
+    preds = {}
+    for key in specs:
+        full = predicted_masks(trainers[key].model, sample)
+        preds[titles[key]] = _to_input_frame(full, gt.shape[-2:])
+    render_predictions(image, gt, preds, out / "predictions.png")
+    smap = structure_map_of(trainers["teacher"].model.student, sample, cfg)
+    render_structure_map(model_input_image(sample), smap, out / "structure_map.png")
+    logs = {titles[k]: read_metrics_json(out / k / "metrics.json") for k in specs}
+    plot_training_curves(logs, out / "training_curves.png")
+    return {"table": table, "summary": summary, "image": record["file_name"]}
+
+
+def _to_input_frame(masks, hw):
+    """Masks at the original resolution -> the model input frame (nearest), for drawing."""
+    import torch.nn.functional as F
+
+    if masks.shape[-2:] == tuple(hw):
+        return masks
+    t = torch.from_numpy(masks[:, None].astype("float32"))
+    return F.interpolate(t, size=tuple(hw), mode="nearest")[:, 0].numpy() > 0.5
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    """Run the five stages; returns what results.json holds."""
+    start = time.perf_counter()
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*random")  # teacher and students start random
+    logging.getLogger("sard").setLevel(logging.WARNING)
+    logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    stage(1, "data: synthetic RockFrag")
+    names, dataset = prepare_data(args, out)
+    specs = run_specs(args, names, out)
+    records, trainers = {}, {}
+    labels = {
+        "teacher": f"teacher {specs['teacher'].student.describe()} from scratch",
+        "scratch": f"student {specs['scratch'].student.describe()} from scratch",
+        "sard": "student distilled with SARD from the teacher",
+    }
+    parallel = args.jobs > 1 and read_results(str(out / "scratch")) is None
+    with contextlib.ExitStack() as stack:
+        background = None
+        if parallel:  # the scratch student needs no teacher: train it beside the teacher
+            check_same_run(str(out / "scratch"), specs["scratch"].opts())  # fail here, early
+            pool = stack.enter_context(spawn_pool(1))
+            job = dict(
+                config_file=args.config_file,
+                spec=specs["scratch"],
+                label="scratch",
+                run_dir=str(out / "scratch"),
+                threads=1,
+                dataset=dataset,
+            )
+            background = pool.submit(train_run_job, job)
+            print(
+                "      the scratch student trains in a second process meanwhile (--jobs 2)",
+                flush=True,
+            )
+        for index, key in enumerate(("teacher", "scratch"), start=2):
+            stage(index, f"{labels[key]}: {specs[key].schedule.iters} iterations")
+            records[key], trainers[key] = train_stage(
+                args, key, specs[key], out, background if key == "scratch" else None
+            )
+    _check_teacher(records)
+    stage(4, f"{labels['sard']}: {specs['sard'].schedule.iters} iterations")
+    records["sard"], trainers["sard"] = train_stage(args, "sard", specs["sard"], out)
+
+    stage(5, "report: efficiency, pictures, table")
+    result = report(args, out, specs, records, trainers)
+    wall = time.perf_counter() - start
+    (out / "table.md").write_text(
+        f"Quickstart on synthetic RockFrag ({args.image_size} px, {args.num_test} test images), "
+        f"seed {args.seed}; latency: one image with {args.latency_prompts} box prompts on "
+        f"{args.device} ({args.threads} thread(s)).\n\n" + result["table"]
+    )
+    payload = {
+        "settings": vars(args),
+        "runs": result["summary"],
+        "teacher_clearly_better": _teacher_margin(records) >= CLEARLY_BETTER,
+        "wall_s": wall,
+    }
+    with open(out / "results.json", "w") as f:
+        json.dump(payload, f, indent=2)
+    print("\n" + result["table"])
+    print(
+        f"wrote {out}/table.md, results.json, structure_map.png, predictions.png, "
+        f"training_curves.png"
+    )
+    print(f"total wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    return payload
+
+
+def _teacher_margin(records: Dict) -> float:
+    return records["teacher"]["metrics"]["mIoU"] - records["scratch"]["metrics"]["mIoU"]
+
+
+def _check_teacher(records: Dict) -> None:
+    """Distillation from a teacher no better than the student has nothing to transfer."""
+    margin = _teacher_margin(records)
+    if margin < CLEARLY_BETTER:
+        print(
+            f"      WARNING: the teacher is only {margin:+.1f} mIoU above the scratch student "
+            f"(want >= {CLEARLY_BETTER}); train it longer (--teacher-iters) or larger "
+            "(--teacher-embed-dim, --teacher-depth) for distillation to mean anything.",
+            flush=True,
+        )
+    else:
+        print(f"      the teacher is {margin:+.1f} mIoU above the scratch student", flush=True)
+
+
+if __name__ == "__main__":
+    main()
