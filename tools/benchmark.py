@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
-import statistics
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +27,11 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from sard.models import Prompts, build_model, model_builder  # noqa: E402
+from sard.reporting.efficiency import count_gflops, time_ms  # noqa: E402
 
 PAIRS = {
     "sam": (("sam", "vit_h"), ("efficient_sam", "ti")),
@@ -79,28 +76,6 @@ def make_step(model: nn.Module, args: argparse.Namespace, semantic: bool) -> Cal
     labels = torch.tensor([2, 3], device=device).expand(args.batch, args.prompts, 2).contiguous()
     prompts = Prompts(points, labels)
     return lambda: model.predict_masks(model.extract_features(images), prompts)
-
-
-def count_gflops(step: Callable[[], object], batch: int) -> float:
-    """GFLOPs per image of one step (the math SDPA kernel is the one the counter can see)."""
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops() / 1e9 / batch
-
-
-def time_ms(step: Callable[[], object], device: str, warmup: int, reps: int) -> float:
-    """Median wall time of ``step`` in ms (robust to a busy machine), GPU synchronised."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(reps):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def measure(family: str, size: str, args: argparse.Namespace) -> Optional[Measure]:
