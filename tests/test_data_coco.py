@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sard.data import DatasetError, ImageReadError, load_coco_instances, read_image
-from sard.data.masks import decode_segmentation, encode_mask
+from sard.data.masks import decode_instances, decode_segmentation, encode_mask
 from sard.data.validate import format_report, validate_coco_dataset
 
 H, W = 20, 30
@@ -249,3 +249,17 @@ def test_validator_cli_exit_status(tmp_path, capsys):
     assert cli.main([json_file, "--image-root", root]) == 1
     assert "missing image file" in capsys.readouterr().out
     assert cli.main(["no_such_dataset_name"]) == 2
+
+
+def test_decode_instances_handles_more_than_255_instances():
+    """Real microscopy images hold over 255 nuclei; pycocotools' area() fails on such lists."""
+    rng = np.random.default_rng(0)
+    masks = rng.random((300, 12, 10)) < 0.3
+    masks[7] = False  # an empty mask keeps area 0 and a degenerate box
+    segs = [encode_mask(m) for m in masks]
+    got, boxes, areas = decode_instances(segs, 12, 10)
+    np.testing.assert_array_equal(np.asarray(got), masks)
+    np.testing.assert_array_equal(areas, masks.sum(axis=(1, 2)))
+    assert areas.dtype == np.int64 and boxes.shape == (300, 4)
+    rows, cols = np.nonzero(masks[0])
+    assert boxes[0].tolist() == [cols.min(), rows.min(), cols.max(), rows.max()]

@@ -263,7 +263,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         out / "bars.png",
         metrics=METRICS,
         reference={m: teacher["metrics"][m] for m in METRICS},
-        title=header.split(";")[0],
+        title=f"{args.dataset}, {args.scale} scale: mean ± std over {len(args.seeds)} seed(s); "
+        "dashed: the teacher",
     )
     if args.transfer_to:
         print(f"[3/3] transfer: every run evaluated on {args.transfer_to}", flush=True)

@@ -50,6 +50,20 @@ def decode_many(segmentations: Sequence[Segmentation], height: int, width: int) 
     return np.ascontiguousarray(mask_util.decode(rles).transpose(2, 0, 1).astype(bool))
 
 
+# pycocotools 2.0.11's area() raises OverflowError on a list of more than 255 RLEs (it sizes an
+# internal array with uint8), so areas are asked for in chunks of at most this many.
+_AREA_CHUNK = 255
+
+
+def rle_areas(rles: Sequence[Dict[str, Any]]) -> np.ndarray:
+    """Pixel counts (int64, (Q,)) of compressed RLEs, for any number of them."""
+    parts = [
+        np.asarray(mask_util.area(list(rles[i : i + _AREA_CHUNK])), dtype=np.int64)
+        for i in range(0, len(rles), _AREA_CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 def decode_instances(
     segmentations: Sequence[Segmentation], height: int, width: int
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,7 +81,7 @@ def decode_instances(
             np.zeros(0, np.int64),
         )
     rles = [to_compressed_rle(s, height, width) for s in segmentations]
-    areas = mask_util.area(rles).astype(np.int64)
+    areas = rle_areas(rles)
     xywh = mask_util.toBbox(rles).astype(np.int64)
     boxes = np.stack(
         [xywh[:, 0], xywh[:, 1], xywh[:, 0] + xywh[:, 2] - 1, xywh[:, 1] + xywh[:, 3] - 1], axis=1

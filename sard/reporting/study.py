@@ -38,8 +38,9 @@ METHOD_VARIANTS: Dict[str, Tuple[str, Dict[str, float]]] = {
     "sard_EC": ("sard", {"BETA_E": 2.0, "BETA_C": 1.0, "BETA_D": 0.0}),
 }
 # Overrides that may change between a crash and a resume without changing the run: where it
-# lives, the device, and where the teacher's checkpoint lives (a moved output folder moves it).
-_FREE_KEYS = ("OUTPUT_DIR", "MODEL.DEVICE", "MODEL.TEACHER.WEIGHTS")
+# lives, the device, and where the teacher's checkpoint lives (a moved output folder moves it;
+# MODEL.WEIGHTS is only set on the teacher-only run that evaluates a given teacher).
+_FREE_KEYS = ("OUTPUT_DIR", "MODEL.DEVICE", "MODEL.TEACHER.WEIGHTS", "MODEL.WEIGHTS")
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,12 @@ def check_same_run(run_dir: str, opts: Sequence[str]) -> None:
     if not os.path.isfile(path):
         return
     with open(path) as f:
-        previous = json.load(f)["opts"]
-    if previous != _identity(opts):
-        changed = [p for p in _identity(opts) if p not in previous]
+        previous = [p for p in json.load(f)["opts"] if p[0] not in _FREE_KEYS]
+    now = _identity(opts)
+    if previous != now:
+        changed = [p for p in now if p not in previous] + [p for p in previous if p not in now]
         raise ValueError(
-            f"{run_dir} holds a run with other settings (now different: {changed[:6]}). Use "
+            f"{run_dir} holds a run with other settings (differing: {changed[:6]}). Use "
             "another output folder, or delete that run folder to retrain it."
         )
 
