@@ -27,6 +27,9 @@ TINY = [
     "4",
     "--num-test",
     "2",
+    "--fragment-px",
+    "6",
+    "20",
     "--prompts",
     "4",
     "--teacher-embed-dim",
@@ -42,13 +45,17 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def compare():
-    path = os.path.join(REPO, "tools", "compare_methods.py")
-    spec = importlib.util.spec_from_file_location("compare_methods", path)
+def _load_tool(name: str):
+    path = os.path.join(REPO, "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def compare():
+    return _load_tool("compare_methods")
 
 
 def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, capsys):
@@ -77,6 +84,24 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
         "model_final.pth"
     ]
     assert payload["summary"]["sard"]["bIoU"]["n"] == 1
+
+    # The teacher's W on the test images: 64 px / stride 16 = a 4 x 4 grid, every variant.
+    stats = _load_tool("structure_weight_stats").main(
+        [
+            "--run-dir",
+            str(out / "teacher"),
+            "--data-folder",
+            str(out / "data" / "synth"),
+            "--prefix",
+            "compare_synth",
+        ]
+    )
+    assert stats["grid"] == [4, 4] and stats["images"] == 2
+    assert set(stats["means"]) == {"sard (2,1,1)", "E only", "C only", "D only", "E+C (2,1,0)"}
+    for means in stats["means"].values():
+        assert 1 / 16 - 1e-9 <= means["ess_ratio"] <= 1 + 1e-9
+        assert 0 <= means["boundary_share"] <= 1 and means["instances_per_cell"] > 0
+    assert json.loads((out / "teacher" / "weight_stats.json").read_text())["grid"] == [4, 4]
 
     stamps = {p: p.stat().st_mtime for p in out.glob("**/metrics.json")}
     assert len(stamps) == 3  # teacher + 2 students
@@ -112,5 +137,11 @@ def test_compare_methods_argument_errors(compare, tmp_path):
         compare.parse_args(
             ["--dataset", "synth", "--out", "x", "--teacher-weights", str(tmp_path / "missing.pth")]
         )
+    for bad in (["--tile", "64"], ["--tile", "-1"], ["--fragment-px", "9", "3"]):
+        with pytest.raises(SystemExit):
+            compare.parse_args(["--dataset", "synth", "--out", "x", *bad])
     args = compare.parse_args(["--dataset", "gravel", "--out", "x"])
     assert args.image_size == 256 and args.iters == 300 and args.device == "cpu"
+    assert args.tile == 0
+    args = compare.parse_args(["--dataset", "mnfinder", "--out", "x"])
+    assert args.image_size == 128 and args.tile == 128  # native-resolution tiles on a CPU

@@ -215,3 +215,33 @@ def test_a_run_folder_refuses_other_settings(tmp_path):
         "MODEL.SARD.METHOD",
         "sard",
     ]
+
+
+def test_weight_statistics_uniform_and_boundary_favouring():
+    from sard.reporting.weight_stats import boundary_pixels, cells_touched, weight_statistics
+
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, 0:4, 0:4] = True  # top-left quadrant
+    masks[1, 5:8, 5:8] = True  # bottom-right corner
+    edge = boundary_pixels(masks)
+    assert edge[0, 0] and edge[3, 3] and edge[0, 3] and edge[7, 7]
+    assert not edge[1, 1] and not edge[6, 6]  # interiors
+    assert int(edge.sum()) == 12 + 8  # a 4x4 square has 12 rim pixels, a 3x3 one 8
+    cells = cells_touched(edge, (4, 4))  # 2x2 pixel cells
+    assert cells.tolist()[0] == [True, True, False, False] and cells[3, 3] and not cells[3, 0]
+    uniform = torch.full((4, 4), 1 / 16)
+    stats = weight_statistics(uniform, masks)
+    assert stats["ess_ratio"] == pytest.approx(1.0)
+    assert stats["nw_p05"] == pytest.approx(1.0) and stats["nw_p95"] == pytest.approx(1.0)
+    assert stats["boundary_lift"] == pytest.approx(1.0)
+    fraction = float(cells.float().mean())
+    on_edges = cells.double() / cells.sum()
+    stats = weight_statistics(on_edges, masks)
+    assert stats["boundary_cells"] == pytest.approx(fraction)
+    assert stats["boundary_share"] == pytest.approx(1.0)
+    assert stats["boundary_lift"] == pytest.approx(1 / fraction)
+    assert stats["ess_ratio"] == pytest.approx(fraction)
+    # quadrant: 4 cells, corner: cells (2..3, 2..3) -> 4 cells; 8 touched of 16, 1 each
+    assert stats["instances_per_cell"] == pytest.approx(8 / 16)
+    with pytest.raises(ValueError):
+        weight_statistics(uniform[None], masks)

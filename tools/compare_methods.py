@@ -21,7 +21,8 @@ image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no trai
 
 Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
 gravel photos (6 train, 1 test image) converted from --gravel-source; mnfinder = the mnfinder
-package's microscopy (its own train/test splits). --scale picks the default sizes: cpu (tiny
+package's microscopy (its own train/test splits; at cpu scale cut into 128 px tiles at native
+resolution, --tile, so 6-30 px micronuclei are not resized away). --scale picks the default sizes: cpu (tiny
 models, 128-256 px, a few hours on 2 cores for everything) or gpu (EfficientSAM-S teacher,
 EfficientSAM-Ti student, larger images and schedules; not run here).
 """
@@ -67,6 +68,7 @@ from sard.reporting.study_data import (  # noqa: E402
     ensure_gravel,
     ensure_mnfinder,
     ensure_synth,
+    ensure_tiles,
     register_splits,
 )
 
@@ -95,7 +97,8 @@ SCALES: Dict[str, Dict] = {
         num_train=64,
         num_test=16,
         device="cpu",
-        image_size={"synth": 128, "gravel": 256, "mnfinder": 256},
+        image_size={"synth": 128, "gravel": 256, "mnfinder": 128},
+        tile={"synth": 0, "gravel": 0, "mnfinder": 128},
     ),
     "gpu": dict(
         teacher=("efficient_sam", "s", 0, 0, 0),
@@ -109,6 +112,7 @@ SCALES: Dict[str, Dict] = {
         num_test=100,
         device="cuda",
         image_size={"synth": 256, "gravel": 512, "mnfinder": 512},
+        tile={"synth": 0, "gravel": 0, "mnfinder": 0},
     ),
 }
 # Fragment sizes of the synthetic set, as fractions of the image side (8-32 px at 128 px).
@@ -140,12 +144,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-heads", type=int, help="teacher heads override (cpu: 4)")
     p.add_argument("--student-size", help="EfficientSAM size: tiny, ti, s")
     p.add_argument("--image-size", type=int)
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="cut gravel/mnfinder images into TILE px tiles at native resolution (0: whole "
+        "images resized; cpu mnfinder default 128: micronuclei survive, steps stay cheap)",
+    )
     p.add_argument("--batch", type=int)
     p.add_argument("--prompts", type=int, help="box prompts per training image")
     p.add_argument("--lr", type=float)
     p.add_argument("--num-train", type=int, help="synth: training images")
     p.add_argument("--num-test", type=int, help="synth: test images")
     p.add_argument("--data-seed", type=int, default=0, help="synth: generator seed")
+    p.add_argument(
+        "--fragment-px",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="synth: fragment size range in px (default: 1/16 to 1/4 of --image-size)",
+    )
     p.add_argument("--gravel-source", default=os.path.join("..", "shared", "data", "gravel_fh"))
     p.add_argument(
         "--transfer-to",
@@ -183,6 +200,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         device=scale["device"],
         student_size=scale["student"],
         image_size=scale["image_size"][args.dataset],
+        tile=scale["tile"][args.dataset],
         teacher_embed_dim=t_dim,
         teacher_depth=t_depth,
         teacher_heads=t_heads,
@@ -195,6 +213,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ("iters", "teacher_iters", "batch", "prompts", "jobs", "threads"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.tile < 0:
+        p.error("--tile must be 0 (no tiling) or positive")
+    if args.fragment_px and not 0 < args.fragment_px[0] <= args.fragment_px[1]:
+        p.error("--fragment-px needs 0 < MIN <= MAX")
+    if args.tile and args.dataset == "synth":
+        p.error("--tile applies to gravel and mnfinder (synth is generated at --image-size)")
     return args
 
 
@@ -203,9 +227,8 @@ def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List
     folder = out / "data" / args.dataset
     if args.dataset == "synth":
         s = args.image_size
-        config = SynthConfig(
-            image_size=s, min_size=s * SYNTH_FRAGMENT[0], max_size=s * SYNTH_FRAGMENT[1]
-        )
+        low, high = args.fragment_px or (s * SYNTH_FRAGMENT[0], s * SYNTH_FRAGMENT[1])
+        config = SynthConfig(image_size=s, min_size=low, max_size=high)
         ensure_synth(
             str(folder),
             config,
@@ -216,6 +239,10 @@ def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List
         ensure_gravel(args.gravel_source, str(folder))
     else:
         ensure_mnfinder(str(folder))
+    if args.tile:
+        tiles = out / "data" / f"{args.dataset}_tile{args.tile}"
+        ensure_tiles(str(folder), str(tiles), args.tile, ["train", "test"])
+        folder = tiles
     return f"compare_{args.dataset}", str(folder), ["train", "test"]
 
 
@@ -229,7 +256,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/3] data: {args.dataset} ({args.scale} scale, {args.image_size} px)", flush=True)
+    tiles = f", {args.tile} px tiles" if args.tile else ""
+    print(f"[1/3] data: {args.dataset} ({args.scale} scale, {args.image_size} px{tiles})", flush=True)
     dataset = prepare_dataset(args, out)
     register_splits(*dataset)
     print(

@@ -119,3 +119,16 @@ def ensure_mnfinder(folder: str, progress: bool = True) -> None:
     ]
     if missing:
         mnfinder_to_coco(folder, splits=missing, progress=progress)
+
+
+def ensure_tiles(source: str, folder: str, tile: int, splits: Sequence[str]) -> None:
+    """Cut ``source/<split>.json`` into ``tile`` px tiles under ``folder`` unless already done
+    (see :mod:`sard.data.tiling`)."""
+    from sard.data.tiling import tile_coco_split
+
+    for split in splits:
+        if os.path.isfile(os.path.join(folder, f"{split}.json")):
+            continue
+        tile_coco_split(
+            os.path.join(source, f"{split}.json"), os.path.join(source, split), folder, split, tile
+        )

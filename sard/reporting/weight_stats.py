@@ -1,0 +1,71 @@
+"""How far a structure map W(i) is from uniform, and where its mass goes.
+
+SARD differs from uniform feature distillation only through W. When the teacher's feature grid
+is coarse next to the objects (several objects per cell), W has little to choose between and
+SARD reduces to uniform distillation; these numbers make that measurable.
+
+For a map W (sums to 1 over N = h*w cells) and a boolean map of the cells that hold a ground
+truth instance boundary:
+
+* ``ess_ratio`` = (sum W)^2 / (N sum W^2): the effective fraction of cells that carry the loss
+  (1 for uniform W, 1/N for W on one cell);
+* ``nw_p05`` / ``nw_p95``: the 5th / 95th percentile of N*W (1 everywhere for uniform W);
+* ``boundary_cells``: fraction of cells holding a boundary pixel;
+* ``boundary_share``: the W mass on those cells; ``boundary_lift`` = share / fraction (1: W
+  ignores boundaries; > 1: it favours them);
+* ``instances_per_cell``: mean number of distinct instances touching a cell.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def boundary_pixels(masks: torch.Tensor) -> torch.Tensor:
+    """(Q, H, W) bool instance masks -> (H, W) bool: pixels of a mask with a 4-neighbour
+    outside it (the image border counts as outside)."""
+    m = masks.float()[:, None]
+    inner = -F.max_pool2d(-F.pad(m, (1, 1, 1, 1), value=0.0), 3, stride=1)
+    return ((m - inner) > 0).any(dim=0)[0]
+
+
+def cells_touched(pixels: torch.Tensor, grid_hw: tuple) -> torch.Tensor:
+    """(..., H, W) bool pixels -> (..., h, w) bool: cells of an h x w grid laid over the image
+    (adaptive max pooling: each cell covers its share of pixels) holding any True pixel."""
+    shape = pixels.shape
+    flat = pixels.reshape(-1, 1, *shape[-2:]).float()
+    pooled = F.adaptive_max_pool2d(flat, grid_hw) > 0
+    return pooled.reshape(*shape[:-2], *grid_hw)
+
+
+def weight_statistics(weight: torch.Tensor, masks: torch.Tensor) -> Dict[str, float]:
+    """Statistics of one image's W (h, w) against its instance masks (Q, H, W); see the module
+    docstring. Masks cover the area the feature grid covers (the model input)."""
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be (h, w), got shape {tuple(weight.shape)}")
+    w = weight.double().flatten()
+    n = w.numel()
+    grid = tuple(weight.shape)
+    edge_cells = cells_touched(boundary_pixels(masks), grid).flatten() if len(masks) else None
+    nw = (n * w).cpu().numpy()
+    stats = {
+        "grid_h": float(grid[0]),
+        "grid_w": float(grid[1]),
+        "ess_ratio": float(w.sum() ** 2 / (n * (w**2).sum())),
+        "nw_p05": float(np.percentile(nw, 5)),
+        "nw_p95": float(np.percentile(nw, 95)),
+        "instances_per_cell": (
+            float(cells_touched(masks, grid).sum(dim=0).double().mean()) if len(masks) else 0.0
+        ),
+    }
+    if edge_cells is None or not bool(edge_cells.any()):
+        stats.update(boundary_cells=0.0, boundary_share=0.0, boundary_lift=float("nan"))
+        return stats
+    fraction = float(edge_cells.double().mean())
+    share = float(w[edge_cells].sum() / w.sum())
+    stats.update(boundary_cells=fraction, boundary_share=share, boundary_lift=share / fraction)
+    return stats
