@@ -257,7 +257,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tiles = f", {args.tile} px tiles" if args.tile else ""
-    print(f"[1/3] data: {args.dataset} ({args.scale} scale, {args.image_size} px{tiles})", flush=True)
+    print(
+        f"[1/3] data: {args.dataset} ({args.scale} scale, {args.image_size} px{tiles})", flush=True
+    )
     dataset = prepare_dataset(args, out)
     register_splits(*dataset)
     print(

@@ -81,9 +81,7 @@ def tile_coco_split(
                 crop = pixels[rows, cols]
                 image_id = len(images) + 1
                 file_name = f"{stem}__y{top}_x{left}.png"
-                Image.fromarray(np.ascontiguousarray(crop)).save(
-                    os.path.join(image_dir, file_name)
-                )
+                Image.fromarray(np.ascontiguousarray(crop)).save(os.path.join(image_dir, file_name))
                 images.append(
                     {
                         "id": image_id,
