@@ -305,3 +305,23 @@ def test_reviewkd_output_matches_teacher_when_abfs_are_set_to_pass_through():
     x = torch.randn(1, 2, 4, 4)
     assert loss([x], [x.clone()])["loss_reviewkd"].item() == pytest.approx(0.0, abs=1e-10)
     assert isinstance(abf.reduce[1], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        LogitKDLoss(logit_form="mask"),
+        PixelwiseKDLoss(logit_form="mask"),
+        ChannelWiseDistillationLoss(logit_form="mask"),
+    ],
+    ids=["kd", "skd", "cwd"],
+)
+def test_mask_logit_losses_are_zero_without_a_single_prompt(loss):
+    """A batch of images without instances (empty microscopy tiles) hands the logit baselines
+    the (0, M, h, w) logits of zero valid prompts: the term must be 0, not the NaN of an empty
+    mean, and backward must still run."""
+    s = torch.zeros(0, 3, 8, 8, requires_grad=True)
+    (value,) = loss(s, torch.zeros(0, 3, 8, 8)).values()
+    assert value.item() == 0.0
+    value.backward()
+    assert s.grad is not None and s.grad.shape == s.shape

@@ -60,10 +60,12 @@ def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 def masked_mean(values: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean of ``values`` over entries where ``mask`` is True (all entries when mask is None).
 
-    With no True entry the result is an exact 0 that is still connected to the graph (its
+    With no True entry (or no entry at all) the result is an exact 0 that is still connected to the graph (its
     gradient is zero), so ``backward()`` works on batches without a single valid element.
     """
     values = values.float()
+    if values.numel() == 0:  # e.g. a batch of images without one prompt
+        return values.sum()
     if mask is None:
         return values.mean()
     mask = mask.expand_as(values)
