@@ -102,6 +102,7 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
         assert 1 / 16 - 1e-9 <= means["ess_ratio"] <= 1 + 1e-9
         assert 0 <= means["boundary_share"] <= 1 and means["instances_per_cell"] > 0
     assert json.loads((out / "teacher" / "weight_stats.json").read_text())["grid"] == [4, 4]
+    assert "| sard (2,1,1) |" in (out / "teacher" / "weight_stats.md").read_text()
 
     stamps = {p: p.stat().st_mtime for p in out.glob("**/metrics.json")}
     assert len(stamps) == 3  # teacher + 2 students

@@ -8,7 +8,7 @@
 --run-dir is a study run folder (its run.json holds the overrides the model was trained with,
 e.g. the teacher of tools/compare_methods.py); the model's MODEL.STUDENT.TAP features on each
 test image give W for SARD's default betas and for each ablation (E, C, D, E+C). Prints and
-writes (RUN_DIR/weight_stats.json) the per-image means of the statistics defined in
+writes (OUT/weight_stats.json and .md; OUT defaults to RUN_DIR) the per-image means of the statistics defined in
 ``sard.reporting.weight_stats``: effective fraction of cells carrying the loss, the spread of
 N*W, and the W mass on cells holding an instance boundary relative to their share of cells.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ VARIANTS = [
     ("D only", 0.0, 0.0, 1.0),
     ("E+C (2,1,0)", 2.0, 1.0, 0.0),
 ]
+_BOUNDARY_KEYS = ("boundary_cells", "boundary_share", "boundary_lift")
 COLUMNS = [
     ("ess_ratio", "effective cells"),
     ("nw_p05", "N·W p5"),
@@ -40,6 +42,11 @@ COLUMNS = [
     ("boundary_share", "W on them"),
     ("boundary_lift", "lift"),
 ]
+
+
+def _nanmean(values: List[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else float("nan")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -52,6 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--weights", default="", help="checkpoint (default: the run's own)")
     p.add_argument("--images", type=int, default=16, help="test images to average over")
     p.add_argument("--config-file", default="", help="default: the study's tiny SAM config")
+    p.add_argument("--out", default="", help="folder for weight_stats.json/.md (default RUN_DIR)")
     return p.parse_args(argv)
 
 
@@ -95,27 +103,34 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 feats.float(), beta_e=be, beta_c=bc, beta_d=bd, radius=s.RADIUS, sigma=s.SIGMA
             ).weight[0, 0]
             stats = weight_statistics(weight, sample["gt_masks"])
+            if stats["boundary_cells"] == 0:  # no instance: the boundary columns skip the image
+                stats.update({k: float("nan") for k in _BOUNDARY_KEYS})
             for key, value in stats.items():
                 totals[label].setdefault(key, []).append(value)
         per_cell.append(stats["instances_per_cell"])
         grid = tuple(weight.shape)
     if grid is None:
         raise SystemExit(f"{names[1]} has no test images")
-    means = {
-        label: {k: sum(v) / len(v) for k, v in stats.items()} for label, stats in totals.items()
-    }
+    # Images without an instance have no boundary lift (NaN): average over the others.
+    means = {label: {k: _nanmean(v) for k, v in stats.items()} for label, stats in totals.items()}
+    with_instances = sum(not math.isnan(v) for v in totals[VARIANTS[0][0]]["boundary_lift"])
     rows = [[label] + [f"{means[label][k]:.2f}" for k, _ in COLUMNS] for label, *_ in VARIANTS]
     table = markdown_table(["W"] + [c for _, c in COLUMNS], rows)
     header = (
         f"{len(per_cell)} test image(s) of {names[1]}; feature grid {grid[0]}x{grid[1]} "
         f"(radius {s.RADIUS}, sigma {s.SIGMA}); instances touching a cell: "
-        f"{sum(per_cell) / len(per_cell):.1f} on average. Uniform W: effective cells 1, "
-        "N·W 1, lift 1."
+        f"{sum(per_cell) / len(per_cell):.1f} on average. Boundary columns: means over the "
+        f"{with_instances} image(s) holding an instance; lift = W on boundary cells / their "
+        "fraction, per image. Uniform W: effective cells 1, N·W 1, lift 1."
     )
     print(header + "\n\n" + table)
     payload = {"images": len(per_cell), "grid": list(grid), "means": means, "header": header}
-    with open(os.path.join(args.run_dir, "weight_stats.json"), "w") as f:
+    out = args.out or args.run_dir
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "weight_stats.json"), "w") as f:
         json.dump(payload, f, indent=2)
+    with open(os.path.join(out, "weight_stats.md"), "w") as f:
+        f.write(header + "\n\n" + table + "\n")
     return payload
 
 
