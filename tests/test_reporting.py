@@ -70,11 +70,20 @@ def test_summarise_runs_groups_by_method_in_order():
 def test_comparison_rows_hand_checked():
     summary = summarise_runs(RUNS)
     rows = comparison_rows(summary, baselines=["none"])
-    # sard − none: mIoU 56 − 51 = +5.0, bIoU 41 − 32 = +9.0
+    # paired sard − none: mIoU 5, 5 -> +5.0 ± 0.0; bIoU 10, 8 -> +9.0 ± 1.4; won 2 of 2
     assert rows == [
         ["none", "2", "51.0 ± 1.4", "32.0 ± 2.8", "—", "—"],
-        ["sard", "2", "56.0 ± 1.4", "41.0 ± 1.4", "+5.0", "+9.0"],
+        ["sard", "2", "56.0 ± 1.4", "41.0 ± 1.4", "+5.0 ± 0.0 (2/2)", "+9.0 ± 1.4 (2/2)"],
     ]
+    # A seed the baseline lacks is left out of the pairing; no shared seed: difference of means
+    extra = [
+        {"method": "kd", "seed": 1, "metrics": {"mIoU": 51.0, "bIoU": 35.0}},
+        {"method": "kd", "seed": 7, "metrics": {"mIoU": 99.0, "bIoU": 99.0}},
+        {"method": "mgd", "seed": 9, "metrics": {"mIoU": 60.0, "bIoU": 30.0}},
+    ]
+    rows = comparison_rows(summarise_runs(RUNS + extra), baselines=["none"])
+    assert rows[2][4:] == ["-1.0", "+1.0"]  # kd seed 1 vs none seed 1 only
+    assert rows[3][4:] == ["+9.0", "-2.0"]  # 60 − 51, 30 − 32
     assert comparison_headers(baselines=["none"]) == [
         "method",
         "seeds",

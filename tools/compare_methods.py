@@ -14,8 +14,8 @@ folder, or loaded with --teacher-weights. Then for every (method, seed) an Effic
 student is trained with the same schedule: none (scratch), kd, cwd, mgd, uniform, sard and
 SARD's W(i) ablations sard_E, sard_C, sard_D, sard_EC (betas through config). Every run is a
 folder under OUT/runs; a run with results.json is skipped and one with checkpoints resumes, so
-a crash loses nothing. Writes OUT/table.md, OUT/results.json, OUT/bars.png and
-OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
+a crash loses nothing. Writes OUT/table.md, OUT/buckets.md (small and crowded objects),
+OUT/results.json, OUT/bars.png and OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
 --transfer-to gravel every trained model is also evaluated, unchanged, on the real gravel test
 image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no training cost.
 
@@ -57,6 +57,8 @@ from sard.reporting import (  # noqa: E402
     summarise_runs,
 )
 from sard.reporting.comparison import (  # noqa: E402
+    BASELINES,
+    BUCKET_METRICS,
     METRICS,
     efficiency_table,
     run_all,
@@ -271,17 +273,30 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     teacher, runs = run_all(args, out, dataset)
     print("[3/3] report", flush=True)
     summary = summarise_runs(runs, METRICS)
-    baselines = [b for b in ("none", "cwd") if b in summary]
+    baselines = [b for b in BASELINES if b in summary]
     table = markdown_table(
         comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
     )
+    buckets = [m for m in BUCKET_METRICS if all(m in r["metrics"] for r in runs)]
+    if buckets:
+        bucket_summary = summarise_runs(runs, buckets)
+        controls = [b for b in ("none", "uniform") if b in summary]
+        (out / "buckets.md").write_text(
+            "Small: GT area < 16² px; nb3+: touching 3 or more other instances. Δ: paired over "
+            "seeds (± std, seeds won).\n\n"
+            + markdown_table(
+                comparison_headers(buckets, controls),
+                comparison_rows(bucket_summary, buckets, controls),
+            )
+        )
     eff_table, eff = efficiency_table(args, out, dataset, teacher, summary)
     header = (
         f"{args.dataset}, {args.scale} scale: teacher {teacher_member(args).describe()} "
         f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}), "
         f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
-        f"{' '.join(map(str, args.seeds))}; mean ± std over seeds.\n\n"
+        f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds (± std of "
+        "the differences, seeds won).\n\n"
     )
     (out / "table.md").write_text(header + table)
     (out / "efficiency.md").write_text(

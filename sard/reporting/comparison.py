@@ -30,6 +30,11 @@ from .tables import comparison_headers, comparison_rows, markdown_table, summari
 from .visuals import limit_prompts, test_sample
 
 METRICS = ("mIoU", "bIoU")
+# Methods every other one is compared with, seed by seed: no distillation, a published
+# baseline the paper compares with, and SARD's own control (the same losses with W uniform).
+BASELINES = ("none", "cwd", "uniform")
+# Where structure should matter most: small objects and crowded ones (3+ touching neighbours).
+BUCKET_METRICS = ("mIoU_small", "bIoU_small", "mIoU_nb3+", "bIoU_nb3+")
 
 
 def teacher_member(args) -> Member:
@@ -174,7 +179,7 @@ def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
             flush=True,
         )
     summary = summarise_runs(moved, METRICS)
-    baselines = [b for b in ("none", "cwd") if b in summary]
+    baselines = [b for b in BASELINES if b in summary]
     header = (
         f"Trained on {args.dataset}, evaluated unchanged on the {name} test split at "
         f"{size} px. Teacher: mIoU {t_metrics['mIoU']:.1f}, bIoU {t_metrics['bIoU']:.1f}; "

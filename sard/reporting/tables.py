@@ -90,6 +90,15 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
+def paired_delta(stats: Mapping[str, object], base: Mapping[str, object]) -> List[float]:
+    """Per-seed differences method − baseline over the seeds both have, in the method's order.
+
+    Seeds fix the student's initialisation and data order, so the paired difference removes
+    the seed-to-seed spread both runs share."""
+    by_seed = dict(zip(base["seeds"], base["values"]))
+    return [v - by_seed[s] for s, v in zip(stats["seeds"], stats["values"]) if s in by_seed]
+
+
 def comparison_rows(
     summary: Summary,
     metrics: Sequence[str] = ("mIoU", "bIoU"),
@@ -97,8 +106,10 @@ def comparison_rows(
     digits: int = 1,
 ) -> List[List[str]]:
     """Rows "method | seeds | metric ± std ... | Δ metric vs each baseline ..." for
-    ``markdown_table``. Δ is a difference of means (method − baseline); a baseline's own
-    cells show "—". Baselines absent from ``summary`` raise KeyError.
+    ``markdown_table``. Δ is the mean over shared seeds of the paired difference method −
+    baseline, with the std of those differences ("+d ± s"; "+d" for one seed) and how many
+    seeds the method won ("+d ± s (w/n)"); without a shared seed, the difference of means.
+    A baseline's own cells show "—". Baselines absent from ``summary`` raise KeyError.
     """
     for baseline in baselines:
         if baseline not in summary:
@@ -111,9 +122,18 @@ def comparison_rows(
             for m in metrics:
                 if method == baseline:
                     row.append("—")
-                else:
+                    continue
+                deltas = paired_delta(stats[m], summary[baseline][m])
+                if not deltas:
                     delta = stats[m]["mean"] - summary[baseline][m]["mean"]
                     row.append(f"{delta:+.{digits}f}")
+                    continue
+                mean, std = mean_std(deltas)
+                text = f"{mean:+.{digits}f}"
+                if len(deltas) > 1:
+                    wins = sum(d > 0 for d in deltas)
+                    text += f" ± {std:.{digits}f} ({wins}/{len(deltas)})"
+                row.append(text)
         rows.append(row)
     return rows
 
