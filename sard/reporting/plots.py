@@ -108,7 +108,8 @@ def plot_method_bars(
     dpi: int = 90,
 ) -> Path:
     """Grouped bars: one group per method, one bar per metric (mean, error bar = std over
-    seeds). ``reference`` (e.g. the teacher's metrics) is drawn as dashed horizontal lines."""
+    seeds, a dot per seed). ``reference`` (e.g. the teacher's metrics) is drawn as dashed
+    horizontal lines. Bars start at 0, so their heights compare honestly."""
     methods = list(summary)
     if not methods:
         raise ValueError("plot_method_bars needs at least one method")
@@ -117,20 +118,20 @@ def plot_method_bars(
     width = 0.8 / len(metrics)
     x = np.arange(len(methods))
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
-    lows = []
     for k, metric in enumerate(metrics):
-        means = [summary[m][metric]["mean"] for m in methods]
-        stds = [summary[m][metric]["std"] for m in methods]
-        lows.append(min(mu - s for mu, s in zip(means, stds)))
+        centres = x + (k - (len(metrics) - 1) / 2) * width
         ax.bar(
-            x + (k - (len(metrics) - 1) / 2) * width,
-            means,
+            centres,
+            [summary[m][metric]["mean"] for m in methods],
             width,
-            yerr=stds,
+            yerr=[summary[m][metric]["std"] for m in methods],
             capsize=3,
             label=metric,
             color=colours[k % len(colours)],
         )
+        for centre, m in zip(centres, methods):
+            values = summary[m][metric]["values"]
+            ax.plot([centre] * len(values), values, "k.", ms=3, alpha=0.7)
     for k, (metric, value) in enumerate((reference or {}).items()):
         ax.axhline(
             value,
@@ -139,9 +140,8 @@ def plot_method_bars(
             color=colours[k % len(colours)],
             label=f"teacher {metric} ({value:.1f})",
         )
-        lows.append(value)
     ax.set_xticks(x, methods, rotation=30, ha="right")
-    ax.set_ylim(bottom=max(0.0, min(lows) - 5.0))
+    ax.set_ylim(bottom=0.0)
     ax.set_ylabel("score (x100)")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
