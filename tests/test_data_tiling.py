@@ -76,3 +76,29 @@ def test_tiles_keep_pixels_and_clip_instances(tmp_path):
     # The 5 px column (rows 15-19) leaves 1 px pieces in the top tiles (row 15): dropped.
     assert sum(a["area"] == 1 for a in coco["annotations"]) == 0
     assert coco["info"]["statistics"]
+
+
+def test_prepare_tiles_command(tmp_path, capsys):
+    """datasets/prepare_tiles.py as datasets/README.md runs it (train/test splits)."""
+    import importlib.util
+
+    _write_source(tmp_path)
+    os.replace(tmp_path / "src" / "train.json", tmp_path / "src" / "test.json")
+    os.rename(tmp_path / "src" / "train", tmp_path / "src" / "test")
+    _write_source(tmp_path / "again")
+    os.replace(tmp_path / "again" / "src" / "train.json", tmp_path / "src" / "train.json")
+    os.rename(tmp_path / "again" / "src" / "train", tmp_path / "src" / "train")
+    path = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_tiles.py")
+    spec = importlib.util.spec_from_file_location("prepare_tiles", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--src", str(tmp_path / "src"), "--out", str(tmp_path / "tiles"), "--tile", "16"]
+    assert module.main([*args, "--splits", "train", "test"]) == 0
+    for split in ("train", "test"):
+        coco = json.load(open(tmp_path / "tiles" / f"{split}.json"))
+        assert len(coco["images"]) == 4 and len(os.listdir(tmp_path / "tiles" / split)) == 4
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        module.main([*args, "--splits", "val"])  # no val.json
+    with pytest.raises(SystemExit):
+        module.main([*args[:-1], "0"])

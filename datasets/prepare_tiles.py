@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Cut a COCO instance dataset into square tiles at native resolution.
+
+    python datasets/prepare_tiles.py --src $DETECTRON2_DATASETS/mnfinder \
+        --out $DETECTRON2_DATASETS/mnfinder_tile128 --tile 128 --splits train test
+
+For images far larger than the model input (microscopy, remote sensing, conveyor line scans):
+each image is covered by TILE x TILE windows (the last one per row/column flush with the edge,
+no padding), every instance is clipped to each window it touches, and pieces under --min-area
+pixels are dropped. SRC holds <split>.json and <split>/ (the layout every prepare_*.py writes);
+OUT gets the same layout, ready for `register_rockfrag`. See `sard.data.tiling`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sard.data.stats import format_statistics  # noqa: E402
+from sard.data.tiling import tile_coco_split  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--src", required=True, help="folder with <split>.json and <split>/")
+    p.add_argument("--out", required=True, help="folder for the tiles and their COCO files")
+    p.add_argument("--tile", type=int, default=128, help="tile side in pixels")
+    p.add_argument("--min-area", type=int, default=4, help="smallest kept instance piece, px")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    args = p.parse_args(argv)
+    if args.tile <= 0 or args.min_area <= 0:
+        p.error("--tile and --min-area must be positive")
+    missing = [s for s in args.splits if not os.path.isfile(os.path.join(args.src, f"{s}.json"))]
+    if missing:
+        p.error(f"{args.src} has no {', '.join(s + '.json' for s in missing)}")
+    for split in args.splits:
+        stats = tile_coco_split(
+            os.path.join(args.src, f"{split}.json"),
+            os.path.join(args.src, split),
+            args.out,
+            split,
+            args.tile,
+            min_area=args.min_area,
+        )
+        print(f"{split:>5}: {format_statistics(stats)}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
