@@ -224,6 +224,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def dataset_label(args: argparse.Namespace) -> str:
+    """The dataset as tables and figures name it, e.g. "synth (fragments 24-64 px)"."""
+    if args.dataset == "synth" and args.fragment_px:
+        return f"synth (fragments {args.fragment_px[0]:g}-{args.fragment_px[1]:g} px)"
+    if args.tile:
+        return f"{args.dataset} ({args.tile} px tiles)"
+    return args.dataset
+
+
 def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List[str]]:
     """Make or convert the data under OUT/data; returns (prefix, folder, [train, test])."""
     folder = out / "data" / args.dataset
@@ -291,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         )
     eff_table, eff = efficiency_table(args, out, dataset, teacher, summary)
     header = (
-        f"{args.dataset}, {args.scale} scale: teacher {teacher_member(args).describe()} "
+        f"{dataset_label(args)}, {args.scale} scale: teacher {teacher_member(args).describe()} "
         f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}), "
         f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
@@ -308,8 +317,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         out / "bars.png",
         metrics=METRICS,
         reference={m: teacher["metrics"][m] for m in METRICS},
-        title=f"{args.dataset}, {args.scale} scale: mean ± std over {len(args.seeds)} seed(s); "
-        "dashed: the teacher",
+        title=f"{dataset_label(args)}, {args.scale} scale: mean ± std over {len(args.seeds)} "
+        "seed(s); dashed: the teacher",
     )
     if args.transfer_to:
         print(f"[3/3] transfer: every run evaluated on {args.transfer_to}", flush=True)
