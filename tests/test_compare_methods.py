@@ -133,6 +133,17 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
             in (out / "transfer_gravel.md").read_text()
         )
 
+    # A given teacher (the README passes the quickstart's) is evaluated, never retrained.
+    given = str(out / "teacher" / "model_final.pth")
+    again = tmp_path / "given"
+    payload = compare.main(
+        ["--out", str(again), *TINY, "--methods", "sard", "--teacher-weights", given]
+    )
+    assert payload["teacher"]["metrics"] == saved["teacher"]["metrics"]  # same weights and data
+    assert [r["method"] for r in payload["runs"]] == ["sard"]
+    assert payload["runs"][0]["teacher_weights"] == os.path.abspath(given)
+    assert not (again / "teacher" / "model_final.pth").exists()
+
 
 def test_compare_methods_argument_errors(compare, tmp_path):
     with pytest.raises(SystemExit):

@@ -94,14 +94,20 @@ def teacher_spec(args, names: List[str]) -> RunSpec:
     )
 
 
+def teacher_weights_path(args, out: Path) -> str:
+    """The teacher checkpoint the students learn from: --teacher-weights when given (absolute),
+    else the one this study trains in OUT/teacher."""
+    if args.teacher_weights:
+        return os.path.abspath(args.teacher_weights)
+    return str(out / "teacher" / "model_final.pth")
+
+
 def run_all(args, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
     """Teacher first (with the scratch runs alongside it when --jobs > 1), then the rest."""
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
     t_spec = teacher_spec(args, names)
     t_dir = out / "teacher"
-    weights = str(t_dir / "model_final.pth")
-    if args.teacher_weights:
-        weights = os.path.abspath(args.teacher_weights)
+    weights = teacher_weights_path(args, out)
     jobs = [(m, s) for m in args.methods for s in args.seeds]
     job = lambda spec, run_dir, label: dict(  # noqa: E731
         config_file=args.config_file,
@@ -168,9 +174,9 @@ def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
         args.config_file, teacher_spec(args, names), str(out / "teacher"), test_name, size
     )
     moved = []
-    weights = args.teacher_weights or str(out / "teacher" / "model_final.pth")
+    weights = teacher_weights_path(args, out)
     for run in runs:
-        spec = make_spec(args, run["method"], run["seed"], names, os.path.abspath(weights))
+        spec = make_spec(args, run["method"], run["seed"], names, weights)
         run_dir = str(out / "runs" / f"{run['method']}_seed{run['seed']}")
         metrics = evaluate_run_on(args.config_file, spec, run_dir, test_name, size)
         moved.append({**run, "metrics": metrics})
@@ -215,7 +221,7 @@ def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> 
         args.config_file, teacher_spec(args, names).opts(), str(out / "teacher")
     )
     method, seed = args.methods[0], args.seeds[0]
-    s_spec = make_spec(args, method, seed, names, str(out / "teacher" / "model_final.pth"))
+    s_spec = make_spec(args, method, seed, names, teacher_weights_path(args, out))
     s_trainer = build_trainer(
         args.config_file, s_spec.opts(), str(out / "runs" / f"{method}_seed{seed}")
     )
