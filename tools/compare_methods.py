@@ -9,22 +9,22 @@
     python tools/compare_methods.py --dataset mnfinder --scale gpu --device cuda --out ...
 
 The teacher (a SAM-family model twice the student's width and depth, METHOD "none", seed
---teacher-seed) is trained once per output
-folder, or loaded with --teacher-weights. Then for every (method, seed) an EfficientSAM-family
-student is trained with the same schedule: none (scratch), kd, cwd, mgd, uniform, sard and
-SARD's W(i) ablations sard_E, sard_C, sard_D, sard_EC (betas through config). Every run is a
-folder under OUT/runs; a run with results.json is skipped and one with checkpoints resumes, so
-a crash loses nothing. Writes OUT/table.md, OUT/buckets.md (small and crowded objects),
-OUT/results.json, OUT/bars.png and OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
+--teacher-seed) is trained once per output folder, or loaded with --teacher-weights. Then for
+every (method, seed) an EfficientSAM-family student is trained with the same schedule: none
+(scratch), kd, cwd, mgd, uniform, sard and SARD's W(i) ablations sard_E, sard_C, sard_D,
+sard_EC (betas through config). Every run is a folder under OUT/runs; a run with results.json
+is skipped and one with checkpoints resumes, so a crash loses nothing. Writes OUT/table.md,
+OUT/buckets.md (small and crowded objects), OUT/results.json, OUT/bars.png and
+OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
 --transfer-to gravel every trained model is also evaluated, unchanged, on the real gravel test
 image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no training cost.
 
 Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
 gravel photos (6 train, 1 test image) converted from --gravel-source; mnfinder = the mnfinder
 package's microscopy (its own train/test splits; at cpu scale cut into 128 px tiles at native
-resolution, --tile, so 6-30 px micronuclei are not resized away). --scale picks the default sizes: cpu (tiny
-models, 128-256 px, a few hours on 2 cores for everything) or gpu (EfficientSAM-S teacher,
-EfficientSAM-Ti student, larger images and schedules; not run here).
+resolution, --tile, so micronuclei of 6-30 px² are not resized away). --scale picks the default
+sizes: cpu (tiny models, 128-256 px, a few hours on 2 cores for everything) or gpu
+(EfficientSAM-S teacher, EfficientSAM-Ti student, larger images and schedules; not run here).
 """
 
 from __future__ import annotations
@@ -304,8 +304,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}), "
         f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
-        f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds (± std of "
-        "the differences, seeds won).\n\n"
+        f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds "
+        "(± std of the differences, seeds won).\n\n"
     )
     (out / "table.md").write_text(header + table)
     (out / "efficiency.md").write_text(

@@ -8,9 +8,10 @@
 --run-dir is a study run folder (its run.json holds the overrides the model was trained with,
 e.g. the teacher of tools/compare_methods.py); the model's MODEL.STUDENT.TAP features on each
 test image give W for SARD's default betas and for each ablation (E, C, D, E+C). Prints and
-writes (OUT/weight_stats.json and .md; OUT defaults to RUN_DIR) the per-image means of the statistics defined in
-``sard.reporting.weight_stats``: effective fraction of cells carrying the loss, the spread of
-N*W, and the W mass on cells holding an instance boundary relative to their share of cells.
+writes (OUT/weight_stats.json and .md; OUT defaults to RUN_DIR) the per-image means of the
+statistics defined in ``sard.reporting.weight_stats``: effective fraction of cells carrying the
+loss, the spread of N*W, and the W mass on cells holding an instance boundary relative to their
+share of cells.
 """
 
 from __future__ import annotations
