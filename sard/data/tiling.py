@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .converters import mask_annotation, write_coco_split
 from .image_io import read_image
-from .masks import decode_instances
+from .masks import decode_segmentation
 
 
 def tile_starts(length: int, tile: int) -> List[int]:
@@ -42,6 +42,39 @@ def tile_starts(length: int, tile: int) -> List[int]:
     if starts[-1] + tile < length:
         starts.append(length - tile)
     return starts
+
+
+def _instance_crops(anns: List[dict], height: int, width: int) -> List[Tuple[dict, int, int, Any]]:
+    """[(annotation, top, left, bool mask inside its bounding box)], empty masks left out.
+
+    Instances are decoded one at a time and only their box is kept, so memory grows with the
+    objects' area, not with (instances x image area) - large images hold thousands of objects.
+    """
+    crops = []
+    for ann in anns:
+        mask = decode_segmentation(ann["segmentation"], height, width)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size:
+            box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
+            crops.append((ann, int(rows[0]), int(cols[0]), box))
+    return crops
+
+
+def _pieces_in_window(crops, top: int, left: int, shape: Tuple[int, int], min_area: int):
+    """Yield (annotation, bool mask of the window's ``shape``) for each instance with at least
+    ``min_area`` pixels inside the window at (top, left), in annotation order."""
+    bottom, right = top + shape[0], left + shape[1]
+    for ann, r0, c0, box in crops:
+        r1, c1 = r0 + box.shape[0], c0 + box.shape[1]
+        y0, y1, x0, x1 = max(r0, top), min(r1, bottom), max(c0, left), min(c1, right)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        inside = box[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+        if int(inside.sum()) < min_area:
+            continue
+        piece = np.zeros(shape, dtype=bool)
+        piece[y0 - top : y1 - top, x0 - left : x1 - left] = inside
+        yield ann, piece
 
 
 def tile_coco_split(
@@ -72,13 +105,11 @@ def tile_coco_split(
     for source in tqdm(coco["images"], desc=f"tiles {split}", unit="img", disable=not progress):
         pixels = read_image(os.path.join(image_root, source["file_name"]))
         height, width = pixels.shape[:2]
-        anns = per_image[source["id"]]
-        masks, _, _ = decode_instances([a["segmentation"] for a in anns], height, width)
+        crops = _instance_crops(per_image[source["id"]], height, width)
         stem = os.path.splitext(os.path.basename(source["file_name"]))[0]
         for top in tile_starts(height, tile):
             for left in tile_starts(width, tile):
-                rows, cols = slice(top, top + tile), slice(left, left + tile)
-                crop = pixels[rows, cols]
+                crop = pixels[top : top + tile, left : left + tile]
                 image_id = len(images) + 1
                 file_name = f"{stem}__y{top}_x{left}.png"
                 Image.fromarray(np.ascontiguousarray(crop)).save(os.path.join(image_dir, file_name))
@@ -91,10 +122,7 @@ def tile_coco_split(
                         "tile_of": {"image_id": source["id"], "top": top, "left": left},
                     }
                 )
-                for ann, mask in zip(anns, masks):
-                    piece = np.ascontiguousarray(mask[rows, cols])
-                    if int(piece.sum()) < min_area:
-                        continue
+                for ann, piece in _pieces_in_window(crops, top, left, crop.shape[:2], min_area):
                     record = mask_annotation(
                         piece, len(annotations) + 1, image_id, ann["category_id"]
                     )
