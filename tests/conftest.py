@@ -10,6 +10,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """``load_script("tools/x.py")`` -> that script imported as a module (its ``main`` and
+    helpers callable in-process); scripts are not a package, so they are loaded by path."""
+    import importlib.util
+
+    def load(relative_path: str):
+        name = os.path.splitext(os.path.basename(relative_path))[0]
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative_path))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory):
     """4 train / 2 val images of 64 px in ROOT/rockfrag_synth; returns ROOT.
 

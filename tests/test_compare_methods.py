@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -45,20 +44,12 @@ TINY = [
 ]
 
 
-def _load_tool(name: str):
-    path = os.path.join(REPO, "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def compare():
-    return _load_tool("compare_methods")
+def compare(load_script):
+    return load_script("tools/compare_methods.py")
 
 
-def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, capsys):
+def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, capsys, load_script):
     out = tmp_path / "cmp"
     payload = compare.main(["--out", str(out), *TINY])
     assert (out / "bars.png").read_bytes().startswith(b"\x89PNG")
@@ -89,7 +80,7 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
     assert payload["summary"]["sard"]["bIoU"]["n"] == 1
 
     # The teacher's W on the test images: 64 px / stride 16 = a 4 x 4 grid, every variant.
-    stats = _load_tool("structure_weight_stats").main(
+    stats = load_script("tools/structure_weight_stats.py").main(
         [
             "--run-dir",
             str(out / "teacher"),

@@ -235,13 +235,8 @@ def test_validator_reports_summary_and_fatal_problems(tmp_path):
     assert any("16-bit images converted" in w for w in report.warnings)
 
 
-def test_validator_cli_exit_status(tmp_path, capsys):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "validate_dataset.py")
-    spec = importlib.util.spec_from_file_location("validate_dataset_cli", path)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_validator_cli_exit_status(tmp_path, capsys, load_script):
+    cli = load_script("tools/validate_dataset.py")
     json_file, root = write_dataset(tmp_path)
     assert cli.main([json_file, "--image-root", root]) == 0
     assert "2 images, 2 instances" in capsys.readouterr().out

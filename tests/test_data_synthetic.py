@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 
@@ -119,14 +118,11 @@ def test_density_and_size_options_move_the_numbers():
         SynthConfig(density=0).validate()
 
 
-def test_preview_and_cli(small_set, tmp_path, capsys):
+def test_preview_and_cli(small_set, tmp_path, capsys, load_script):
     out, _ = small_set
     preview = np.asarray(Image.open(out / "preview.png"))
     assert preview.shape == (2 * SIZE, 2 * SIZE, 3)  # 2 train images above their overlays
-    path = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_rockfrag_synth.py")
-    spec = importlib.util.spec_from_file_location("prepare_rockfrag_synth", path)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("datasets/prepare_rockfrag_synth.py")
     args = [
         "--out",
         str(tmp_path / "cli"),

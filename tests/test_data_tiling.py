@@ -78,20 +78,15 @@ def test_tiles_keep_pixels_and_clip_instances(tmp_path):
     assert coco["info"]["statistics"]
 
 
-def test_prepare_tiles_command(tmp_path, capsys):
+def test_prepare_tiles_command(tmp_path, capsys, load_script):
     """datasets/prepare_tiles.py as datasets/README.md runs it (train/test splits)."""
-    import importlib.util
-
     _write_source(tmp_path)
     os.replace(tmp_path / "src" / "train.json", tmp_path / "src" / "test.json")
     os.rename(tmp_path / "src" / "train", tmp_path / "src" / "test")
     _write_source(tmp_path / "again")
     os.replace(tmp_path / "again" / "src" / "train.json", tmp_path / "src" / "train.json")
     os.rename(tmp_path / "again" / "src" / "train", tmp_path / "src" / "train")
-    path = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_tiles.py")
-    spec = importlib.util.spec_from_file_location("prepare_tiles", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("datasets/prepare_tiles.py")
     args = ["--src", str(tmp_path / "src"), "--out", str(tmp_path / "tiles"), "--tile", "16"]
     assert module.main([*args, "--splits", "train", "test"]) == 0
     for split in ("train", "test"):

@@ -3,7 +3,6 @@ of a 1-iteration training run of configs/tiny/sam_tiny_to_efficientsam_tiny.yaml
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -22,13 +21,6 @@ SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 def _read_json(path) -> object:
     with open(path) as f:
         return json.load(f)
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +56,9 @@ def val_image(tiny_synth):
     return os.path.join(folder, "val", os.path.basename(entry["file_name"])), coco, entry
 
 
-def test_help_explains_every_option(capsys):
+def test_help_explains_every_option(capsys, load_script):
     for name in ("export_student", "predict", "bench_export"):
-        tool = _tool(name)
+        tool = load_script(f"tools/{name}.py")
         with pytest.raises(SystemExit) as exit_info:
             tool.main(["--help"])
         assert exit_info.value.code == 0
@@ -90,11 +82,13 @@ def test_from_config_loads_the_trained_student(checkpoint):
         SardPredictor.from_config(CONFIG, None, SIZE_OPTS)
 
 
-def test_export_cli_with_training_checkpoint_and_bare_state_dict(checkpoint, tmp_path, capsys):
+def test_export_cli_with_training_checkpoint_and_bare_state_dict(
+    checkpoint, tmp_path, capsys, load_script
+):
     from sard.export import load_student
     from sard.modeling import student_state_dict
 
-    tool = _tool("export_student")
+    tool = load_script("tools/export_student.py")
     code = tool.main(
         [
             "--config-file",
@@ -127,7 +121,9 @@ def test_export_cli_with_training_checkpoint_and_bare_state_dict(checkpoint, tmp
     assert torch.allclose(embedding, expected, atol=1e-4)
 
 
-def test_export_cli_exits_non_zero_when_verification_fails(monkeypatch, tmp_path, checkpoint):
+def test_export_cli_exits_non_zero_when_verification_fails(
+    monkeypatch, tmp_path, checkpoint, load_script
+):
     import sard.export
     from sard.export.exporter import CaseResult, ExportReport
 
@@ -138,15 +134,15 @@ def test_export_cli_exits_non_zero_when_verification_fails(monkeypatch, tmp_path
         [CaseResult("image_encoder", "1x3x64x64", 1e-2, 1e-4)],
     )
     monkeypatch.setattr(sard.export, "export_student", lambda *a, **k: failing)
-    code = _tool("export_student").main(
+    code = load_script("tools/export_student.py").main(
         ["--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS, "--out", str(tmp_path)]
     )
     assert code == 1
 
 
-def test_predict_cli_boxes_from_coco(checkpoint, val_image, tmp_path, capsys):
+def test_predict_cli_boxes_from_coco(checkpoint, val_image, tmp_path, capsys, load_script):
     image_path, coco, entry = val_image
-    code = _tool("predict").main(
+    code = load_script("tools/predict.py").main(
         [
             image_path,
             "--config-file",
@@ -186,9 +182,9 @@ def test_predict_cli_boxes_from_coco(checkpoint, val_image, tmp_path, capsys):
     assert overlay.shape[2] == 3 and overlay.shape[0] >= 512 and overlay.std() > 10
 
 
-def test_predict_cli_grid_of_points(checkpoint, val_image, tmp_path):
+def test_predict_cli_grid_of_points(checkpoint, val_image, tmp_path, load_script):
     image_path, _, _ = val_image
-    code = _tool("predict").main(
+    code = load_script("tools/predict.py").main(
         [
             image_path,
             "--config-file",
@@ -222,9 +218,9 @@ def test_predict_cli_grid_of_points(checkpoint, val_image, tmp_path):
         assert (ious[~np.eye(len(rles), dtype=bool)] <= 0.5).all()
 
 
-def test_predict_cli_errors_name_the_problem(checkpoint, val_image, tmp_path):
+def test_predict_cli_errors_name_the_problem(checkpoint, val_image, tmp_path, load_script):
     image_path, _, _ = val_image
-    tool = _tool("predict")
+    tool = load_script("tools/predict.py")
     with pytest.raises(KeyError, match="image id 999 is not in the COCO file"):
         tool.main(
             [

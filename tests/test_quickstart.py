@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = [
     "--image-size",
@@ -40,16 +38,9 @@ TINY = [
 ]
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def quickstart():
-    return _load_tool("quickstart")
+def quickstart(load_script):
+    return load_script("tools/quickstart.py")
 
 
 def test_quickstart_writes_table_json_and_pictures_then_skips_finished_runs(
