@@ -61,6 +61,7 @@ from sard.reporting.study import (  # noqa: E402
     read_results,
     spawn_pool,
     train_run_job,
+    widened_member,
 )
 from sard.reporting.study_data import ensure_synth, register_splits  # noqa: E402
 from sard.reporting.visuals import (  # noqa: E402
@@ -144,19 +145,9 @@ def stage(index: int, text: str) -> None:
 def teacher_member(args: argparse.Namespace) -> Member:
     """The teacher: the "tiny" size of --teacher-family widened and deepened (SAM: global
     attention in every other block, the rest windowed, as SAM)."""
-    arch = [
-        ("embed_dim", args.teacher_embed_dim),
-        ("depth", args.teacher_depth),
-        ("num_heads", args.teacher_heads),
-    ]
-    if args.teacher_family == "sam":
-        arch.append(
-            (
-                "global_attn_indexes",
-                list(range(1, args.teacher_depth, 2)) or [args.teacher_depth - 1],
-            )
-        )
-    return Member(args.teacher_family, "tiny", tuple(arch))
+    return widened_member(
+        args.teacher_family, "tiny", args.teacher_embed_dim, args.teacher_depth, args.teacher_heads
+    )
 
 
 def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dict[str, RunSpec]:

@@ -24,6 +24,7 @@ from .study import (
     evaluate_run_on,
     spawn_pool,
     train_run_job,
+    widened_member,
 )
 from .study_data import ensure_gravel, ensure_mnfinder, register_splits
 from .tables import comparison_headers, comparison_rows, markdown_table, summarise_runs
@@ -43,19 +44,13 @@ def teacher_member(args) -> Member:
     attention in every other block), at gpu scale a standard size."""
     if not args.teacher_embed_dim:
         return Member(args.teacher_family, args.teacher_size)
-    arch = [
-        ("embed_dim", args.teacher_embed_dim),
-        ("depth", args.teacher_depth),
-        ("num_heads", args.teacher_heads),
-    ]
-    if args.teacher_family == "sam":
-        arch.append(
-            (
-                "global_attn_indexes",
-                list(range(1, args.teacher_depth, 2)) or [args.teacher_depth - 1],
-            )
-        )
-    return Member(args.teacher_family, args.teacher_size, tuple(arch))
+    return widened_member(
+        args.teacher_family,
+        args.teacher_size,
+        args.teacher_embed_dim,
+        args.teacher_depth,
+        args.teacher_heads,
+    )
 
 
 def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: str) -> RunSpec:

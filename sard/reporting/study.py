@@ -64,6 +64,16 @@ class Member:
         return f"{self.family}:{self.size}" + (f" ({arch})" if arch else "")
 
 
+def widened_member(family: str, size: str, embed_dim: int, depth: int, heads: int) -> Member:
+    """``family:size`` with its encoder widened/deepened to ``embed_dim``, ``depth``, ``heads``
+    (SAM: global attention in every other block, the rest windowed, as SAM; the last block when
+    there is only one) - the CPU-scale teachers of the quickstart and the comparison."""
+    arch = [("embed_dim", embed_dim), ("depth", depth), ("num_heads", heads)]
+    if family == "sam":
+        arch.append(("global_attn_indexes", list(range(1, depth, 2)) or [depth - 1]))
+    return Member(family, size, tuple(arch))
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Optimisation schedule shared by every student of a study (and the teacher's own)."""
