@@ -90,8 +90,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     cfg, model = trainer.cfg, trainer.model.student.eval()
     s = cfg.MODEL.SARD
     totals: Dict[str, Dict[str, List[float]]] = {v[0]: {} for v in VARIANTS}
-    per_cell: List[float] = []
-    grid = None
     for index in range(args.images):
         try:
             sample, _ = test_sample(cfg, names[1], index)
@@ -108,24 +106,25 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 stats.update({k: float("nan") for k in _BOUNDARY_KEYS})
             for key, value in stats.items():
                 totals[label].setdefault(key, []).append(value)
-        per_cell.append(stats["instances_per_cell"])
-        grid = tuple(weight.shape)
-    if grid is None:
+    first = totals[VARIANTS[0][0]]
+    if not first:
         raise SystemExit(f"{names[1]} has no test images")
     # Images without an instance have no boundary lift (NaN): average over the others.
     means = {label: {k: _nanmean(v) for k, v in stats.items()} for label, stats in totals.items()}
-    with_instances = sum(not math.isnan(v) for v in totals[VARIANTS[0][0]]["boundary_lift"])
+    images = len(first["ess_ratio"])
+    grid = (int(first["grid_h"][0]), int(first["grid_w"][0]))
+    with_instances = sum(not math.isnan(v) for v in first["boundary_lift"])
     rows = [[label] + [f"{means[label][k]:.2f}" for k, _ in COLUMNS] for label, *_ in VARIANTS]
     table = markdown_table(["W"] + [c for _, c in COLUMNS], rows)
     header = (
-        f"{len(per_cell)} test image(s) of {names[1]}; feature grid {grid[0]}x{grid[1]} "
+        f"{images} test image(s) of {names[1]}; feature grid {grid[0]}x{grid[1]} "
         f"(radius {s.RADIUS}, sigma {s.SIGMA}); instances touching a cell: "
-        f"{sum(per_cell) / len(per_cell):.1f} on average. Boundary columns: means over the "
+        f"{means[VARIANTS[0][0]]['instances_per_cell']:.1f} on average. Boundary columns: means over the "
         f"{with_instances} image(s) holding an instance; lift = W on boundary cells / their "
         "fraction, per image. Uniform W: effective cells 1, N·W 1, lift 1."
     )
     print(header + "\n\n" + table)
-    payload = {"images": len(per_cell), "grid": list(grid), "means": means, "header": header}
+    payload = {"images": images, "grid": list(grid), "means": means, "header": header}
     out = args.out or args.run_dir
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "weight_stats.json"), "w") as f:
