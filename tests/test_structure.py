@@ -16,8 +16,17 @@ from sard.structure import (
     uniform_structure_map,
 )
 from sard.structure import moments as moments_module
+from sard.structure.filters import window_mean
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True, params=moments_module.MOMENTS_PATHS)
+def moments_path(request) -> str:
+    """Every test here runs on both implementations of the channel moments (both run on CPU;
+    by default the CPU takes the chunked one and GPUs the dense one)."""
+    with moments_module.forced_moments_path(request.param):
+        yield request.param
 
 
 def _random_features(b=2, c=6, h=12, w=16, seed=0, device="cpu") -> torch.Tensor:
@@ -295,22 +304,52 @@ def test_chunking_does_not_change_the_result(monkeypatch):
     x = _random_features(b=3, c=7, h=10, w=9)
     whole = compute_structure_map(x, radius=2)
     # 200 elements per chunk: one image, two channels at a time (7 = 2+2+2+1) ...
-    monkeypatch.setattr(moments_module, "_CPU_CHUNK_ELEMENTS", 200)
+    for name in ("_CPU_CHUNK_ELEMENTS", "_DENSE_CHUNK_ELEMENTS"):
+        monkeypatch.setattr(moments_module, name, 200)
     split = compute_structure_map(x, radius=2)
     # ... and 2 images of all channels per chunk, the last chunk holding one.
-    monkeypatch.setattr(moments_module, "_CPU_CHUNK_ELEMENTS", 7 * 90 * 2)
+    for name in ("_CPU_CHUNK_ELEMENTS", "_DENSE_CHUNK_ELEMENTS"):
+        monkeypatch.setattr(moments_module, name, 7 * 90 * 2)
     pairs = compute_structure_map(x, radius=2)
     for other in (split, pairs):
         for name in ("weight", "E", "C", "D"):
             _close(getattr(other, name), getattr(whole, name), rtol=1e-5)
 
 
+def test_moments_path_per_device_and_forced():
+    with moments_module.forced_moments_path(None):
+        assert moments_module.moments_path(torch.device("cpu")) == "chunked"
+        assert moments_module.moments_path(torch.device("cuda", 0)) == "dense"
+        assert moments_module.moments_path(torch.device("meta")) == "dense"
+        with moments_module.forced_moments_path("dense"):
+            assert moments_module.moments_path(torch.device("cpu")) == "dense"
+        assert moments_module.moments_path(torch.device("cpu")) == "chunked"
+    with pytest.raises(ValueError, match="chunked"):
+        with moments_module.forced_moments_path("fast"):
+            pass
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 10, 9), (1, 2, 1, 1), (2, 5, 3, 17)])
+@pytest.mark.parametrize("radius", [None, 0, 2, 30])
+def test_dense_and_chunked_moments_agree(shape, radius):
+    x = (_random_features(*shape) * 4.0).half()  # fp16 input: both read it as float32
+    paths = {}
+    for path in moments_module.MOMENTS_PATHS:
+        with moments_module.forced_moments_path(path):
+            paths[path] = moments_module.channel_moments(x, radius)
+    assert paths["dense"].shape == (shape[0], 5, *shape[2:])
+    _close(paths["dense"], paths["chunked"], rtol=1e-5)
+    if radius is None:
+        assert paths["dense"][:, moments_module.MEAN_SQ].abs().max() == 0
+
+
 @pytest.mark.parametrize("h,w", [(6, 9), (5, 8)])  # odd and even widths take different paths
 @pytest.mark.parametrize("radius", [0, 1, 3, 5, 40])
-def test_box_sum_and_count_match_brute_force(radius, h, w):
+def test_box_sum_count_and_mean_match_brute_force(radius, h, w):
     x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(radius))
     fast = box_sum(x, radius)
     count = box_pixel_count(h, w, radius, "cpu")
+    torch.testing.assert_close(window_mean(x, radius), fast / count, atol=1e-6, rtol=1e-5)
     for y in range(h):
         for xx in range(w):
             win = x[..., max(0, y - radius) : y + radius + 1, max(0, xx - radius) : xx + radius + 1]

@@ -2,10 +2,13 @@
 
 Times both in the same run, interleaved rep by rep (so a busy machine slows both alike), after
 warm-up, and prints the median milliseconds and the ratio to the single pass, for several
-density radii (the cost should not grow with r).
+density radii (the cost should not grow with r) and for both implementations of the channel
+moments ("chunked", the CPU default; "dense", the default on GPUs), so one run shows which
+one suits the device.
 
     .venv/bin/python tools/bench_structure.py                     # (8, 256, 64, 64) fp32 on CPU
     .venv/bin/python tools/bench_structure.py --device cuda --dtype bfloat16
+    .venv/bin/python tools/bench_structure.py --paths dense --radii 7
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sard.structure import compute_structure_map  # noqa: E402
+from sard.structure.moments import MOMENTS_PATHS, forced_moments_path  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -50,6 +54,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions (median shown)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--radii", type=int, nargs="+", default=[3, 7, 15])
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=MOMENTS_PATHS,
+        default=list(MOMENTS_PATHS),
+        help="implementations of the channel moments to time",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
     if args.threads is not None:
@@ -60,8 +71,14 @@ def main() -> None:
     shape = (args.batch, args.channels, args.size, args.size)
     features = torch.randn(shape, generator=generator).to(device=device, dtype=DTYPES[args.dtype])
     candidates: dict[str, Callable[[], object]] = {"features.sum()": lambda: features.sum()}
-    for r in args.radii:
-        candidates[f"W(i), r={r}"] = lambda r=r: compute_structure_map(features, radius=r)
+    for path in args.paths:
+        for r in args.radii:
+
+            def structure_map(r: int = r, path: str = path) -> object:
+                with forced_moments_path(path):
+                    return compute_structure_map(features, radius=r)
+
+            candidates[f"W(i) {path}, r={r}"] = structure_map
 
     timer = _timer(device)
     for _ in range(args.warmup):
@@ -77,10 +94,11 @@ def main() -> None:
         f"shape {shape} {args.dtype} on {device}, torch threads {torch.get_num_threads()}, "
         f"median of {args.reps} reps"
     )
-    print(f"{'what':<16} {'ms':>10} {'x one pass':>11}")
+    width = max(len(name) for name in times)
+    print(f"{'what':<{width}} {'ms':>10} {'x one pass':>11}")
     for name, values in times.items():
         ms = statistics.median(values)
-        print(f"{name:<16} {ms:>10.2f} {ms / base:>11.1f}")
+        print(f"{name:<{width}} {ms:>10.2f} {ms / base:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
   to the image (pixels outside the image are absent, not padded). Running sums (cumsum), so the
   cost per pixel does not depend on r.
 * ``box_pixel_count``: how many in-image pixels each clipped window holds.
+* ``window_mean``: the mean over the same clipped window (sum / count), by pooling.
 * ``gaussian_blur_replicate``: separable Gaussian of std ``sigma`` pixels, taps on
   [-ceil(3 sigma), ceil(3 sigma)] normalised to sum 1, replicate padding.
 
@@ -100,25 +101,50 @@ def box_pixel_count(h: int, w: int, radius: int, device: torch.device | str) -> 
     return (axis_count(h)[:, None] * axis_count(w)[None, :])[None, None]
 
 
-def gaussian_taps(sigma: float, device: torch.device | str) -> torch.Tensor:
-    """1-D Gaussian taps exp(-t^2 / (2 sigma^2)), t = -R..R with R = ceil(3 sigma), sum 1."""
+def window_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean of float32 (N, K, H, W) ``x`` over the clipped (2r+1)x(2r+1) window of each pixel.
+
+    mean(y, x) = box_sum(y, x) / box_pixel_count(y, x). The clipped window is a product of two
+    intervals, so its mean is a mean over rows of means over columns: two 1-D average poolings
+    that leave padding out of the count (``count_include_pad=False``). No scan and no matrix
+    unit, which makes it the GPU-friendly form of ``box_sum``.
+    """
+    h, w = x.shape[-2:]
+    # A radius past the image size clips to the whole axis; pooling needs the pad <= the image.
+    rh, rw = min(radius, h), min(radius, w)
+    if rw:
+        x = F.avg_pool2d(x, (1, 2 * rw + 1), 1, (0, rw), count_include_pad=False)
+    if rh:
+        x = F.avg_pool2d(x, (2 * rh + 1, 1), 1, (rh, 0), count_include_pad=False)
+    return x
+
+
+def gaussian_taps(sigma: float) -> list[float]:
+    """1-D Gaussian taps exp(-t^2 / (2 sigma^2)), t = -R..R with R = ceil(3 sigma), sum 1.
+
+    Python floats (computed in float64), so that using them never waits on a GPU.
+    """
     radius = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
-    taps = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (taps / taps.sum()).float()
+    taps = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-radius, radius + 1)]
+    total = math.fsum(taps)
+    return [tap / total for tap in taps]
 
 
 def gaussian_blur_replicate(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of float32 (N, K, H, W) maps with replicate padding.
 
-    ``sigma`` is in pixels of the maps; ``sigma == 0`` returns the maps unchanged.
+    ``sigma`` is in pixels of the maps; ``sigma == 0`` returns the maps unchanged. Written as
+    weighted sums of shifted copies rather than a convolution: the maps are few, and cuDNN may
+    round convolution inputs to TF32 on recent GPUs (PyTorch's default), while W is float32.
     """
     if sigma == 0:
         return maps
-    n, k, h, w = maps.shape
-    taps = gaussian_taps(sigma, maps.device)
-    radius = (taps.numel() - 1) // 2
-    flat = maps.reshape(n * k, 1, h, w)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
-    return flat.reshape(n, k, h, w)
+    taps = gaussian_taps(sigma)
+    radius = (len(taps) - 1) // 2
+    for dim, pad in ((3, (radius, radius, 0, 0)), (2, (0, 0, radius, radius))):
+        padded = F.pad(maps, pad, mode="replicate")
+        size = maps.shape[dim]
+        maps = padded.narrow(dim, 0, size) * taps[0]
+        for shift, tap in enumerate(taps[1:], start=1):
+            maps.add_(padded.narrow(dim, shift, size), alpha=tap)
+    return maps

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .filters import box_pixel_count, box_sum, gaussian_blur_replicate
+from .filters import gaussian_blur_replicate, window_mean
 from .instance_density import instance_count_density
-from .moments import BOX_SQ, GXX, GXY, GYY, SQ, channel_moments
+from .moments import GXX, GXY, GYY, MEAN_SQ, SQ, channel_moments
 
 
 @dataclass
@@ -146,10 +146,8 @@ def compute_structure_map(
     sq = moments[:, SQ : SQ + 1]
     floor = eps * sq.mean(dim=(2, 3), keepdim=True) / c
     if instance_ids is None:
-        count = box_pixel_count(h, w, radius, features.device)
-        window_mean_sq = box_sum(sq, radius) / count
-        density = (window_mean_sq - moments[:, BOX_SQ : BOX_SQ + 1] / count**2).clamp_(min=0.0)
-        density /= c
+        mean_sq = moments[:, MEAN_SQ : MEAN_SQ + 1]
+        density = (window_mean(sq, radius) - mean_sq).clamp_(min=0.0) / c
         density_floor = floor
     else:
         density = instance_count_density(instance_ids.to(features.device), (h, w), radius)
