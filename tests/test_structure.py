@@ -292,6 +292,22 @@ def test_beta_ablations():
     torch.testing.assert_close(zero, torch.full_like(zero, 1 / (12 * 16)))
 
 
+def test_reweighted_equals_recomputing_with_other_betas():
+    x = _random_features()
+    ids = torch.randint(0, 5, (2, 24, 32), generator=torch.Generator().manual_seed(3))
+    for kwargs in ({}, {"instance_ids": ids, "radius": 2}):
+        full = compute_structure_map(x, **kwargs)
+        for betas in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (2.0, 1.0, 0.0)):
+            fresh = compute_structure_map(
+                x, **kwargs, beta_e=betas[0], beta_c=betas[1], beta_d=betas[2]
+            ).weight
+            torch.testing.assert_close(full.reweighted(*betas), fresh, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="beta_c"):
+        full.reweighted(1.0, -1.0, 0.0)
+    with pytest.raises(ValueError, match="uniform"):
+        uniform_structure_map(x).reweighted(2.0, 1.0, 1.0)
+
+
 def test_uniform_structure_map():
     x = _random_features(b=2, h=5, w=7).half()
     out = uniform_structure_map(x)

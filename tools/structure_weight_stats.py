@@ -97,10 +97,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             break
         with torch.no_grad():
             feats = model.extract_features(sample["image"].float()[None])[cfg.MODEL.STUDENT.TAP]
+        # E, C, D do not depend on the betas: compute them once, weigh them per variant.
+        terms = compute_structure_map(feats.float(), radius=s.RADIUS, sigma=s.SIGMA)
         for label, be, bc, bd in VARIANTS:
-            weight = compute_structure_map(
-                feats.float(), beta_e=be, beta_c=bc, beta_d=bd, radius=s.RADIUS, sigma=s.SIGMA
-            ).weight[0, 0]
+            weight = terms.reweighted(be, bc, bd)[0, 0]
             stats = weight_statistics(weight, sample["gt_masks"])
             if stats["boundary_cells"] == 0:  # no instance: the boundary columns skip the image
                 stats.update({k: float("nan") for k in _BOUNDARY_KEYS})

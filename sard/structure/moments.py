@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from .filters import ClippedBoxSum, box_pixel_count, window_mean
 
 # Index of each moment in the (B, 5, H, W) result of `channel_moments`.
-GXX, GYY, MEAN_SQ, GXY, SQ = range(5)
+# The three structure-tensor entries are adjacent (slices, not gathers, pick them out), and so
+# are the three slots the chunked path squares in place (mean_sq, gxx, gyy).
+MEAN_SQ, GXX, GYY, GXY, SQ = range(5)
 
 # Elements per chunk. On CPU, 512 KiB of float32 per buffer keeps a chunk's working set (about
 # seven buffers) in cache while launching few enough ops (2^16..2^18 measured, 2^17 best). The
@@ -80,15 +82,14 @@ class _ChunkWorkspace:
         self.gy_args = (dy[..., :-2], dy[..., 2:], dy[..., 1:-1])
         self.box = None
         if radius is None:
-            # No window sums: square gx, gy only and reduce around the unused slot.
-            self.squared = per_channel[:, :MEAN_SQ]
-            self.reduce_pairs = [(per_channel[:, :MEAN_SQ], slice(0, MEAN_SQ))]
-            self.reduce_pairs.append((per_channel[:, GXY:], slice(GXY, SQ + 1)))
+            # No window sums: square gx, gy only and leave the mean_sq slot (the first) at zero.
+            self.squared = per_channel[:, GXX : GYY + 1]
+            self.reduce_pairs = [(per_channel[:, GXX:], slice(GXX, SQ + 1))]
         else:
             rows = scratch[: n * k * h * w].view(n, k, h, w)
             self.box = ClippedBoxSum((n, k, h, w), radius, device, rows=rows)
             self.box_out = per_channel[:, MEAN_SQ]
-            self.squared = per_channel[:, : MEAN_SQ + 1]
+            self.squared = per_channel[:, MEAN_SQ : GYY + 1]
             self.reduce_pairs = [(per_channel, slice(0, SQ + 1))]
         self.reduced = torch.empty(n, 5, h, w, dtype=f32, device=device)
 
@@ -188,7 +189,7 @@ def _chunk_plan(b: int, c: int, hw: int, target: int) -> tuple[int, int]:
 def channel_moments(features: torch.Tensor, radius: int | None) -> torch.Tensor:
     """Channel-summed moments of (B, C, H, W) features as float32 (B, 5, H, W).
 
-    Slots (see the GXX.. constants): gxx, gyy, mean_sq, gxy, sq, as in the module docstring, with
+    Slots (see the MEAN_SQ.. constants): mean_sq, gxx, gyy, gxy, sq, as in the module docstring, with
     the 1/8 Sobel normalisation applied. ``radius=None`` skips the window means (mean_sq is then
     zero), for callers that take the density from instance ids instead.
     """
@@ -216,7 +217,7 @@ def channel_moments(features: torch.Tensor, radius: int | None) -> torch.Tensor:
                 if ws is None:
                     ws = workspaces[key] = _ChunkWorkspace(n, key[1], h, w, radius, device)
                 ws.run(chunk, out[b0 : b0 + n], accumulate=c0 > 0)
-    out[:, [GXX, GYY, GXY]] *= 1.0 / 64.0
+    out[:, GXX : GXY + 1] *= 1.0 / 64.0
     if workspaces and radius is not None:
         # The chunked path summed windows; a mean is the sum over the window's pixel count.
         out[:, MEAN_SQ] /= box_pixel_count(h, w, radius, device)[0].square()

@@ -45,7 +45,7 @@ import torch
 
 from .filters import gaussian_blur_replicate, window_mean
 from .instance_density import instance_count_density
-from .moments import GXX, GXY, GYY, MEAN_SQ, SQ, channel_moments
+from .moments import GXX, GXY, MEAN_SQ, SQ, channel_moments
 
 
 @dataclass
@@ -53,13 +53,24 @@ class StructureMap:
     """W(i) and its ingredients, each float32 (B, 1, H, W) on the features' device.
 
     ``weight`` is >= 0 and sums to 1 over (H, W) for every image; ``E``, ``C``, ``D`` are the
-    raw (unnormalised) terms of the module docstring.
+    raw (unnormalised) terms of the module docstring and ``floors`` (B, 3, 1, 1) their floors
+    phi (None for the uniform map, which has no terms).
     """
 
     weight: torch.Tensor
     E: torch.Tensor
     C: torch.Tensor
     D: torch.Tensor
+    floors: torch.Tensor | None = None
+
+    def reweighted(self, beta_e: float, beta_c: float, beta_d: float) -> torch.Tensor:
+        """W (B, 1, H, W) for other betas from the same terms, which do not depend on them:
+        equal to ``compute_structure_map(F, beta_e=.., beta_c=.., beta_d=..).weight``."""
+        if self.floors is None:
+            raise ValueError("a uniform structure map has no E, C, D terms to reweight")
+        _check_betas(beta_e, beta_c, beta_d)
+        terms = torch.cat([self.E, self.C, self.D], dim=1)
+        return _combine(terms, self.floors, (beta_e, beta_c, beta_d))
 
 
 def _check_features(features: torch.Tensor) -> None:
@@ -89,19 +100,29 @@ def _eigen_measures(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lambda1 - lambda2, torch.sqrt(lambda1 * lambda2)
 
 
-def _normalised(term: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
-    """term / (spatial mean + floor), or 0 for images whose mean does not exceed the floor."""
-    mean = term.mean(dim=(2, 3), keepdim=True)
-    live = mean > floor
-    return torch.where(live, term / (mean + floor), torch.zeros_like(term))
+def _check_betas(beta_e: float, beta_c: float, beta_d: float) -> None:
+    for name, value in (("beta_e", beta_e), ("beta_c", beta_c), ("beta_d", beta_d)):
+        _check_number(name, value)
 
 
-def _weights_from_score(score: torch.Tensor) -> torch.Tensor:
-    """S / sum S per image; uniform for images whose S sums to 0."""
-    h, w = score.shape[-2:]
+def _combine(
+    terms: torch.Tensor, floors: torch.Tensor, betas: tuple[float, float, float]
+) -> torch.Tensor:
+    """Step 5 for terms (B, 3, H, W) = (E, C, D) with floors (B, 3, 1, 1): W (B, 1, H, W).
+
+    All three terms are normalised in one go (few ops: on a GPU W's cost is op launches).
+    """
+    h, w = terms.shape[-2:]
+    mean = terms.mean(dim=(2, 3), keepdim=True)
+    # T / (m_T + phi), or 0 for a flat term (m_T <= phi).
+    scale = torch.where(mean > floors, (mean + floors).reciprocal(), 0.0)
+    normalised = terms * scale
+    beta_e, beta_c, beta_d = betas
+    score = normalised[:, 0:1] * beta_e + normalised[:, 1:2] * beta_c + normalised[:, 2:3] * beta_d
     total = score.sum(dim=(2, 3), keepdim=True)
-    uniform = torch.full_like(score, 1.0 / (h * w))
-    return torch.where(total > 0, score / total.clamp(min=torch.finfo(score.dtype).tiny), uniform)
+    # S / sum S per image; uniform for images whose S sums to 0.
+    weight = score / total.clamp(min=torch.finfo(score.dtype).tiny)
+    return torch.where(total > 0, weight, 1.0 / (h * w))
 
 
 @torch.no_grad()
@@ -125,8 +146,7 @@ def compute_structure_map(
     ValueError/TypeError on malformed input and ValueError on non-finite features.
     """
     _check_features(features)
-    for name, value in (("beta_e", beta_e), ("beta_c", beta_c), ("beta_d", beta_d)):
-        _check_number(name, value)
+    _check_betas(beta_e, beta_c, beta_d)
     _check_number("sigma", sigma)
     _check_number("eps", eps, positive=True)
     if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
@@ -141,7 +161,7 @@ def compute_structure_map(
     moments = channel_moments(features, None if instance_ids is not None else radius)
     if not bool(torch.isfinite(moments).all()):
         raise ValueError("features contain NaN or Inf (or overflow float32 when squared)")
-    tensor = gaussian_blur_replicate(moments[:, [GXX, GYY, GXY]], sigma)
+    tensor = gaussian_blur_replicate(moments[:, GXX : GXY + 1], sigma)
     edge, corner = _eigen_measures(tensor)
     sq = moments[:, SQ : SQ + 1]
     floor = eps * sq.mean(dim=(2, 3), keepdim=True) / c
@@ -153,12 +173,10 @@ def compute_structure_map(
         density = instance_count_density(instance_ids.to(features.device), (h, w), radius)
         density_floor = torch.full_like(floor, eps)
 
-    score = (
-        beta_e * _normalised(edge, floor)
-        + beta_c * _normalised(corner, floor)
-        + beta_d * _normalised(density, density_floor)
-    )
-    return StructureMap(weight=_weights_from_score(score), E=edge, C=corner, D=density)
+    floors = torch.cat([floor, floor, density_floor], dim=1)
+    terms = torch.cat([edge, corner, density], dim=1)
+    weight = _combine(terms, floors, (beta_e, beta_c, beta_d))
+    return StructureMap(weight=weight, E=edge, C=corner, D=density, floors=floors)
 
 
 @torch.no_grad()
