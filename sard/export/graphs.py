@@ -102,7 +102,7 @@ class SamDecoderGraph(nn.Module):
         # only read self.prompt_encoder / self.mask_decoder), so the graph cannot drift from it.
         cls = type(student)
         self._embed_points = cls.embed_points.__get__(self)
-        self._decode = cls._decode.__get__(self)
+        self._decode = cls.decode_embedded_prompts.__get__(self)
 
     def forward(
         self,

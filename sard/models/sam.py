@@ -178,14 +178,20 @@ class SamModel(nn.Module):
         table = torch.cat([e.weight for e in enc.point_embeddings] + [enc.not_a_point_embed.weight])
         return torch.where(pad, 0.0, pe) + table[torch.where(labels < 0, 4, labels)]
 
-    def _decode(
+    def decode_embedded_prompts(
         self,
         embedding: torch.Tensor,
         sparse: torch.Tensor,
         dense: Optional[torch.Tensor],
         prompts_per_image: int,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """All 4 mask outputs (P, 4, 4h, 4w) and IoUs (P, 4) for P = B * prompts_per_image."""
+        """SAM's mask decoder on prompts already embedded, every output kept.
+
+        ``embedding`` (B, C, h, w) image embeddings; ``sparse`` (P, N, C) prompt tokens from
+        `embed_points`, P = B * prompts_per_image, image-major; ``dense`` (P or 1, C, h, w)
+        mask-prompt embeddings, or None for "no mask". Returns all 4 mask outputs
+        (P, 4, 4h, 4w) and their IoU predictions (P, 4). The export graph runs this same code.
+        """
         dec = self.mask_decoder
         p = sparse.shape[0]
         _, c, h, w = embedding.shape
@@ -237,7 +243,7 @@ class SamModel(nn.Module):
                 dense = self.prompt_encoder.mask_downscaling(
                     mask_inputs[:, start:stop].flatten(0, 1)
                 )
-            m, i = self._decode(embedding, sparse, dense, stop - start)
+            m, i = self.decode_embedded_prompts(embedding, sparse, dense, stop - start)
             masks.append(m.unflatten(0, (b, stop - start)))
             ious.append(i.unflatten(0, (b, stop - start)))
         sel = slice(1, None) if multimask else slice(0, 1)
