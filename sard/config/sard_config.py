@@ -46,6 +46,9 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.LAMBDA_F = 1.0  # lambda_f: weight of L_FC (feature consistency)
     s.LAMBDA_D = 0.5  # lambda_d: weight of L_DA (distribution alignment)
     s.MU = 1.0  # mu: weight of the task loss (Dice+BCE, or the model's own loss)
+    # Linear warm-up of every distillation term over the first N iterations (0 = none); DKD's
+    # and ReviewKD's official recipes ramp theirs over the first epochs (e.g. 20 on CIFAR-100).
+    s.DISTILL_WARMUP_ITERS = 0
     s.ALPHA = 0.5  # alpha: signal level of the noised teacher in L_DA
     s.DA_ALPHAS = []  # several alphas at once (multi-scale L_DA); [] = just ALPHA
     s.BETA_E = 2.0  # beta_e: weight of edge anisotropy E in S(i)

@@ -142,6 +142,7 @@ class Trainer:
         return results
 
     def run_step(self, net: torch.nn.Module, batch: List[Dict], it: int) -> Dict[str, float]:
+        self.model.iteration = it  # the distiller ramps its distillation terms by iteration
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             loss_dict = net(batch)
         total = sum(loss_dict.values())

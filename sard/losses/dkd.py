@@ -57,7 +57,7 @@ class DKDLoss(nn.Module):
 
     Defaults: α = 1, β = 8, τ = 4, the DKD paper's CIFAR-100 setting (its ImageNet one is
     α = 0.5, β = 0.5, τ = 1); the paper's linear warm-up of the loss weight over the first
-    epochs is left to the trainer's schedule. Returns {"loss_dkd_tckd", "loss_dkd_nckd"}
+    epochs is the distiller's (``MODEL.SARD.DISTILL_WARMUP_ITERS``), not this module's. Returns {"loss_dkd_tckd", "loss_dkd_nckd"}
     (already multiplied by α and β; their sum is DKD).
     """
 

@@ -92,7 +92,7 @@ class ReviewKDLoss(nn.Module):
     Args:
         student_channels, teacher_channels: per-stage channels, same number of stages.
         mid_channels: width of the fused maps (256, the official ImageNet/COCO value).
-        weight: w (1.0, the official default; its warm-up is left to the trainer).
+        weight: w (1.0, the official default; its warm-up: MODEL.SARD.DISTILL_WARMUP_ITERS).
 
     ``forward(student: list, teacher: list)``, lists of (B, C_l, H_l, W_l) maps in the stage
     order given at construction; ``weight`` / ``targets`` are ignored. Returns

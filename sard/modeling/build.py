@@ -201,6 +201,7 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
         review_taps=list(s.REVIEWKD_TAPS),
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
+        distill_warmup_iters=s.DISTILL_WARMUP_ITERS,
     )
 
 

@@ -15,6 +15,7 @@ only, and a saved checkpoint holds ``student.*`` and ``head.*`` keys only.
 
 from __future__ import annotations
 
+import numbers
 from typing import Dict, List, Optional
 
 import torch
@@ -42,6 +43,11 @@ class SARDDistiller(nn.Module):
         review_taps: stage taps for ReviewKD.
         cache: optional ``TeacherCache``.
         test_prompt_chunk: prompts decoded at once at evaluation.
+        distill_warmup_iters: N > 0 ramps every distillation term linearly, by
+            min(1, (it + 1) / N) at iteration it (0-based), as DKD's and ReviewKD's official code
+            ramp theirs; the task loss is never ramped. The iteration comes from
+            ``self.iteration``, which trainers set before each step (the lean trainer does), or
+            else from detectron2's event storage.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class SARDDistiller(nn.Module):
         review_taps: Optional[List[str]] = None,
         cache: Optional[TeacherCache] = None,
         test_prompt_chunk: int = 64,
+        distill_warmup_iters: int = 0,
     ) -> None:
         super().__init__()
         if method != "none" and (teacher is None or distill_loss is None):
@@ -75,6 +82,11 @@ class SARDDistiller(nn.Module):
         self.review_taps = list(review_taps or [])
         self.cache = cache
         self.test_prompt_chunk = test_prompt_chunk
+        warmup = distill_warmup_iters
+        if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+            raise ValueError(f"distill_warmup_iters must be an int >= 0, got {warmup!r}")
+        self.distill_warmup_iters = int(distill_warmup_iters)
+        self.iteration: Optional[int] = None  # set by the trainer before each training step
         self.promptable = hasattr(student, "predict_masks")
 
     @property
@@ -129,6 +141,35 @@ class SARDDistiller(nn.Module):
         return self._forward_semantic(batched_inputs)
 
     def _distill(
+        self,
+        s_feats: Dict[str, torch.Tensor],
+        t_out: Dict[str, torch.Tensor],
+        s_logits: Optional[torch.Tensor],
+        t_logits_fn,
+        targets=None,
+    ) -> Dict[str, torch.Tensor]:
+        terms = self._distill_terms(s_feats, t_out, s_logits, t_logits_fn, targets)
+        if self.distill_warmup_iters == 0:
+            return terms
+        ramp = min(1.0, (self._current_iteration() + 1) / self.distill_warmup_iters)
+        return {name: value * ramp for name, value in terms.items()}
+
+    def _current_iteration(self) -> int:
+        """The training iteration: ``self.iteration``, else detectron2's event storage."""
+        if self.iteration is not None:
+            return int(self.iteration)
+        try:
+            from detectron2.utils.events import get_event_storage
+
+            return int(get_event_storage().iter)
+        except (ImportError, AssertionError):
+            raise RuntimeError(
+                "distill_warmup_iters > 0 needs the training iteration: set "
+                "distiller.iteration before each step (sard's trainer does), or train inside "
+                "a detectron2 trainer"
+            ) from None
+
+    def _distill_terms(
         self,
         s_feats: Dict[str, torch.Tensor],
         t_out: Dict[str, torch.Tensor],
