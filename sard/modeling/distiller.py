@@ -140,15 +140,8 @@ class SARDDistiller(nn.Module):
             return self._forward_promptable(batched_inputs)
         return self._forward_semantic(batched_inputs)
 
-    def _distill(
-        self,
-        s_feats: Dict[str, torch.Tensor],
-        t_out: Dict[str, torch.Tensor],
-        s_logits: Optional[torch.Tensor],
-        t_logits_fn,
-        targets=None,
-    ) -> Dict[str, torch.Tensor]:
-        terms = self._distill_terms(s_feats, t_out, s_logits, t_logits_fn, targets)
+    def _ramped(self, terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Distillation terms times the warm-up factor min(1, (it + 1) / N) (N = 0: as is)."""
         if self.distill_warmup_iters == 0:
             return terms
         ramp = min(1.0, (self._current_iteration() + 1) / self.distill_warmup_iters)
@@ -169,7 +162,7 @@ class SARDDistiller(nn.Module):
                 "a detectron2 trainer"
             ) from None
 
-    def _distill_terms(
+    def _distill(
         self,
         s_feats: Dict[str, torch.Tensor],
         t_out: Dict[str, torch.Tensor],
@@ -214,7 +207,8 @@ class SARDDistiller(nn.Module):
                 t_pred = self.teacher.predict_masks(feats, batch.prompts)
             return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
 
-        losses.update(self._distill(s_feats, t_out, logits[batch.valid], teacher_logits))
+        terms = self._distill(s_feats, t_out, logits[batch.valid], teacher_logits)
+        losses.update(self._ramped(terms))
         return losses
 
     def _forward_semantic(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
@@ -234,7 +228,8 @@ class SARDDistiller(nn.Module):
 
         target = _match_targets(torch.stack(targets), s_out.sem_logits.shape[-2:])
         s_logits = self.student.kd_logits(s_out.sem_logits)
-        losses.update(self._distill(s_out.features, t_out, s_logits, teacher_logits, target))
+        terms = self._distill(s_out.features, t_out, s_logits, teacher_logits, target)
+        losses.update(self._ramped(terms))
         return losses
 
     # ------------------------------------------------------------------ inference
