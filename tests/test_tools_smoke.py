@@ -65,7 +65,12 @@ def test_bench_losses():
         "--device",
         "cpu",
     )
-    assert "x" in out
+    assert "W's moments path: chunked" in out  # the CPU default ...
+    rows = ("SARD head step (W computed, dense moments)", "W alone (dense moments)")
+    for row in rows:  # ... and the other path, in its own rows, with a ratio to uniform
+        line = next(line for line in out.splitlines() if line.startswith(row))
+        assert float(line.split()[-1]) > 0
+    assert "SARD / uniform head step:" in out
 
 
 def test_bench_eval():

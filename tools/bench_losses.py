@@ -7,7 +7,9 @@ weighted (W computed from the teacher features) versus uniform, side by side in 
 
 Prints median times and the SARD / uniform ratio (goal: <= 1.3x), the SARD step with W given
 (as when the teacher cache holds W), W alone, and, with ``--student``, the head step next to a
-student forward at the matching image size.
+student forward at the matching image size. W is computed with the device's default moments
+path (chunked on CPU, dense elsewhere); the other path is timed too, in its own rows, so one run
+shows what the choice is worth on the device.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sard.losses import SARDDistillationHead  # noqa: E402
+from sard.structure.moments import MOMENTS_PATHS, forced_moments_path, moments_path  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -92,6 +95,16 @@ def head_step(
     return step
 
 
+def with_moments_path(fn: Callable[[], None], path: str) -> Callable[[], None]:
+    """``fn`` with W's channel moments forced onto ``path``."""
+
+    def run() -> None:
+        with forced_moments_path(path):
+            fn()
+
+    return run
+
+
 def student_forward(
     args: argparse.Namespace, device: torch.device, amp
 ) -> Optional[Callable[[], None]]:
@@ -157,13 +170,21 @@ def main() -> None:
         ),
         "W alone (structure map)": weight_only,
     }
+    default_path = moments_path(device)
+    for path in MOMENTS_PATHS:
+        if path != default_path:
+            fns[f"SARD head step (W computed, {path} moments)"] = with_moments_path(
+                fns["SARD head step (W computed)"], path
+            )
+            fns[f"W alone ({path} moments)"] = with_moments_path(weight_only, path)
     student_fn = student_forward(args, device, amp) if args.student else None
     if student_fn is not None:
         fns[f"student forward (EfficientSAM-{args.student_size}, {args.image_size}px)"] = student_fn
 
     print(
         f"device={device} threads={torch.get_num_threads()} amp={'bf16' if args.amp else 'off'} "
-        f"features={shape} D={args.dim} repeats={args.repeats} (medians)"
+        f"features={shape} D={args.dim} repeats={args.repeats} (medians); "
+        f"W's moments path: {default_path} unless the row says otherwise"
     )
     times = time_interleaved(fns, args.repeats, args.warmup, device)
     med = {name: statistics.median(ts) for name, ts in times.items()}
