@@ -14,21 +14,12 @@ stand-in with the same calls is used:
 
 from __future__ import annotations
 
-import importlib.util
 from collections import UserDict
 from typing import Any, Callable, Dict, List
 
+from sard.config.optional import detectron2_available
+
 __all__ = ["BOX_MODE_XYWH_ABS", "DatasetCatalog", "HAS_DETECTRON2", "Metadata", "MetadataCatalog"]
-
-
-def _detectron2_available() -> bool:
-    if importlib.util.find_spec("detectron2") is None:
-        return False
-    try:
-        import detectron2  # noqa: F401
-    except Exception:  # a broken install behaves as absent rather than breaking sard
-        return False
-    return True
 
 
 class _DatasetCatalog(UserDict):
@@ -134,7 +125,8 @@ class _MetadataCatalog(UserDict):
         self.pop(name)
 
 
-HAS_DETECTRON2 = _detectron2_available()
+# A broken detectron2 install (importable, but not its data module) behaves as absent.
+HAS_DETECTRON2 = detectron2_available()
 
 if HAS_DETECTRON2:
     from detectron2.data import DatasetCatalog, MetadataCatalog  # type: ignore  # noqa: F401
