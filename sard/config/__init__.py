@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import yaml
 from fvcore.common.config import CfgNode
 
 from .base_defaults import base_config
+from .optional import detectron2_available, detectron2_import_error
 from .sard_config import METHODS, add_sard_config
+from .validation import ConfigError, check_yaml_file, validate_config
 
 __all__ = [
     "CfgNode",
+    "ConfigError",
     "METHODS",
     "add_sard_config",
     "detectron2_available",
+    "detectron2_import_error",
     "get_cfg",
     "load_config",
     "validate_config",
 ]
-
-
-def detectron2_available() -> bool:
-    """True when ``import detectron2`` works (its C++ ops need not be built for this check)."""
-    try:
-        import detectron2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def get_cfg(use_detectron2: bool = False) -> CfgNode:
@@ -60,8 +54,7 @@ def load_config(
     """
     cfg = get_cfg(use_detectron2)
     if config_file:
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"config file not found: {config_file}")
+        check_yaml_file(config_file)
         cfg.merge_from_file(config_file)
     opts = list(opts)
     if len(opts) % 2:
@@ -80,23 +73,3 @@ def load_config(
             rest += [key, value]
     cfg.merge_from_list(rest)
     return cfg
-
-
-def validate_config(cfg: CfgNode) -> None:
-    """Fail at once, before anything heavy is built, on settings that cannot work.
-
-    Checks the method name and that every non-empty teacher/student WEIGHTS path exists (the
-    message names the file to get and the key to set).
-    """
-    method = cfg.MODEL.SARD.METHOD
-    if method not in METHODS:
-        raise ValueError(f"MODEL.SARD.METHOD={method!r}; choose one of {', '.join(METHODS)}")
-    for role in ("TEACHER", "STUDENT"):
-        if role == "TEACHER" and method == "none":
-            continue  # the scratch baseline never builds the teacher
-        node = cfg.MODEL[role]
-        if node.WEIGHTS and not os.path.exists(node.WEIGHTS):
-            raise FileNotFoundError(
-                f"MODEL.{role}.WEIGHTS: {node.WEIGHTS!r} does not exist. Get the {node.FAMILY} "
-                f"{node.SIZE} checkpoint and put it there, or set MODEL.{role}.WEIGHTS to its path."
-            )
