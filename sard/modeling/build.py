@@ -89,11 +89,9 @@ def build_member(cfg: CfgNode, node: CfgNode, role: str) -> nn.Module:
     kwargs = dict(size=node.SIZE, image_size=member_image_size(cfg, node.FAMILY), **arch)
     if node.FAMILY not in PROMPTABLE_FAMILIES:
         kwargs["num_classes"] = cfg.MODEL.NUM_CLASSES
-    with warnings.catch_warnings():
-        # The family builder would announce a random init that _load_weights is about to
-        # replace (or announce itself, naming the config key).
-        warnings.filterwarnings("ignore", message=".*no weights path given.*")
-        model = build_model(node.FAMILY, weights="", **kwargs)
+    # weights=None: the family builder stays silent, as _load_weights either loads WEIGHTS or
+    # announces the random initialisation itself, naming the config key.
+    model = build_model(node.FAMILY, weights=None, **kwargs)
     _load_weights(model, node, role)
     return model
 
@@ -147,8 +145,12 @@ def _tap_channels(model: nn.Module, taps, role: str):
     return [model.tap_channels[t] for t in taps]
 
 
-def distiller_kwargs(cfg: CfgNode) -> Dict:
-    """Keyword arguments of ``SARDDistiller`` built from ``cfg`` (detectron2's ``from_config``)."""
+def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
+    """Keyword arguments of ``SARDDistiller`` built from ``cfg`` (detectron2's ``from_config``).
+
+    ``inference_only``: the student alone (no teacher, no distillation head, method "none"),
+    for evaluation and deployment, where the teacher never runs.
+    """
     from sard.losses import PromptMaskLoss, build_distillation_loss
     from sard.models.frozen import FrozenTeacher
 
@@ -163,7 +165,8 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
             f"got {cfg.MODEL.TEACHER.FAMILY} -> {cfg.MODEL.STUDENT.FAMILY}"
         )
     teacher, head = None, None
-    if s.METHOD != "none":
+    method = "none" if inference_only else s.METHOD
+    if method != "none":
         teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
         if s.METHOD == "reviewkd":
             taps = list(s.REVIEWKD_TAPS)
@@ -193,7 +196,7 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
         student=student,
         distill_loss=head,
         task_loss=task_loss,
-        method=s.METHOD,
+        method=method,
         teacher_tap=cfg.MODEL.TEACHER.TAP,
         student_tap=cfg.MODEL.STUDENT.TAP,
         mu=s.MU,
@@ -205,6 +208,7 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
     )
 
 
-def build_distiller(cfg: CfgNode) -> SARDDistiller:
-    """Teacher (frozen), student, distillation loss and task loss as the config says."""
-    return SARDDistiller(**distiller_kwargs(cfg))
+def build_distiller(cfg: CfgNode, *, inference_only: bool = False) -> SARDDistiller:
+    """Teacher (frozen), student, distillation loss and task loss as the config says
+    (the student alone with ``inference_only``)."""
+    return SARDDistiller(**distiller_kwargs(cfg, inference_only=inference_only))

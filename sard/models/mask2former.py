@@ -316,7 +316,7 @@ def build_mask2former(
     size: str = "r50",
     image_size: Tuple[int, int] = (512, 1024),
     num_classes: int = 19,
-    weights: str = "",
+    weights: Optional[str] = "",
     allow_unsafe_pickle: bool = False,
     backbone_overrides: Optional[Dict[str, object]] = None,
     **overrides: object,
@@ -338,7 +338,7 @@ def build_mask2former(
     model = Mask2FormerSemantic(hf_model, image_size=image_size, size=size)
     if weights and not from_directory:
         load_mask2former_state_file(model, weights, allow_unsafe_pickle)
-    elif not weights:
+    elif weights == "":  # None: the caller loads the weights itself
         warnings.warn(
             f"Mask2Former {size!r}: no weights path given, parameters are randomly initialised",
             stacklevel=2,

@@ -266,13 +266,14 @@ class SamModel(nn.Module):
 def build_sam(
     size: str = "vit_h",
     image_size: int = 1024,
-    weights: str = "",
+    weights: Optional[str] = "",
     allow_unsafe_pickle: bool = False,
     **overrides,
 ) -> SamModel:
     """SAM of ``size`` (vit_h, vit_l, vit_b, tiny) at ``image_size``; ``overrides`` replace
     embed_dim, depth, num_heads, patch_size, global_attn_indexes, window_size. ``weights``: a
-    local checkpoint (pos_embed and global rel-pos tables are resized to image_size on load)."""
+    local checkpoint (pos_embed and global rel-pos tables are resized to image_size on load);
+    "" keeps the random initialisation with a warning, None silently (the caller loads)."""
     if size not in SAM_SIZES:
         raise KeyError(f"unknown SAM size {size!r}; choose one of {sorted(SAM_SIZES)}")
     allowed = {
@@ -290,5 +291,6 @@ def build_sam(
         )
     config = {**SAM_SIZES[size], **overrides}
     model = SamModel(image_size=image_size, **config)
-    load_checkpoint(model, weights, allow_unsafe_pickle=allow_unsafe_pickle)
+    if weights is not None:
+        load_checkpoint(model, weights, allow_unsafe_pickle=allow_unsafe_pickle)
     return model

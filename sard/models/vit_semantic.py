@@ -328,7 +328,7 @@ def build_vit_semantic(
     size: str = "vit_ti",
     image_size: Tuple[int, int] = (512, 1024),
     num_classes: int = 19,
-    weights: str = "",
+    weights: Optional[str] = "",
     allow_unsafe_pickle: bool = False,
     **overrides: Any,
 ) -> ViTSemantic:
@@ -345,7 +345,7 @@ def build_vit_semantic(
     )
     if weights:
         model.load_weights(weights, allow_unsafe_pickle=allow_unsafe_pickle)
-    else:
+    elif weights == "":  # None: the caller loads the weights itself
         warnings.warn(
             f"vit_semantic {size!r}: no weights path given, parameters are randomly initialised",
             stacklevel=2,

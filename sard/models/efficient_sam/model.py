@@ -168,10 +168,12 @@ def build_efficient_sam(
     checkpoint: Optional[str] = None,
     image_size: int = 1024,
     allow_unsafe_pickle: bool = False,
+    load: bool = True,
     **overrides: int,
 ) -> EfficientSam:
     """EfficientSAM-Ti ("ti") or -S ("s") (or "tiny" for tests), optionally loading a local
-    checkpoint such as ``efficient_sam_vitt.pt`` (state dict under "model")."""
+    checkpoint such as ``efficient_sam_vitt.pt`` (state dict under "model"). Without one the
+    random initialisation is kept with a warning, unless ``load=False`` (the caller loads)."""
     if variant not in EFFICIENT_SAM_SIZES:
         raise KeyError(
             f"unknown EfficientSAM variant {variant!r}; choose {sorted(EFFICIENT_SAM_SIZES)}"
@@ -180,13 +182,17 @@ def build_efficient_sam(
     if unknown:
         raise TypeError(f"build_efficient_sam got unknown overrides {sorted(unknown)}")
     model = EfficientSam(image_size=image_size, **{**EFFICIENT_SAM_SIZES[variant], **overrides})
-    load_checkpoint(model, checkpoint or "", allow_unsafe_pickle=allow_unsafe_pickle)
+    if load:
+        load_checkpoint(model, checkpoint or "", allow_unsafe_pickle=allow_unsafe_pickle)
     return model
 
 
 @register_model("efficient_sam")
 def build_efficient_sam_model(
-    size: str = "ti", image_size: int = 1024, weights: str = "", **overrides
+    size: str = "ti", image_size: int = 1024, weights: Optional[str] = "", **overrides
 ) -> EfficientSam:
-    """Registry builder: ``build_model("efficient_sam", size="ti", weights=path, ...)``."""
-    return build_efficient_sam(size, weights or None, image_size=image_size, **overrides)
+    """Registry builder: ``build_model("efficient_sam", size="ti", weights=path, ...)``;
+    ``weights=None`` builds silently for a caller that loads the weights itself."""
+    return build_efficient_sam(
+        size, weights or None, image_size=image_size, load=weights is not None, **overrides
+    )
