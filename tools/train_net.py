@@ -45,38 +45,24 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def setup(args: argparse.Namespace):
-    """Merged, frozen config; output folder with config.yaml and log.txt; logging configured."""
-    from sard.config import load_config, validate_config
-    from sard.engine import comm
+    """Effective frozen config (``sard.engine.setup``); OUTPUT_DIR with config.yaml and log.txt;
+    logging configured."""
+    from sard.engine.setup import configure_logging, setup_config
 
-    cfg = load_config(args.config_file, args.opts)
-    validate_config(cfg)
-    cfg.freeze()
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    handlers = [logging.StreamHandler(sys.stdout)]
-    if comm.is_main_process():
-        handlers.append(logging.FileHandler(os.path.join(cfg.OUTPUT_DIR, "log.txt")))
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"[%(asctime)s r{comm.get_rank()}] %(name)s %(levelname)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+    cfg = setup_config(args.config_file, args.opts, training=not args.eval_only)
+    configure_logging(cfg)
     return cfg
 
 
 def main(args: argparse.Namespace):
-    """One process's work: build the trainer, then evaluate or train. Returns the metrics."""
-    from sard.engine import Trainer
+    """One process's work: evaluate MODEL.WEIGHTS, or train. Returns the metrics."""
+    from sard.engine.trainer import Trainer, evaluate_weights
 
     cfg = setup(args)
-    trainer = Trainer(cfg)
     if args.eval_only:
-        trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
-        results = trainer.test()
+        results = evaluate_weights(cfg)
     else:
+        trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
     if results:
@@ -90,7 +76,9 @@ def resolve_engine(choice: str) -> str:
     if choice == "auto":
         return "detectron2" if detectron2_available() else "sard"
     if choice == "detectron2" and not detectron2_available():
-        sys.exit("--engine detectron2: detectron2 is not importable (see README: Detectron2)")
+        from sard.config import detectron2_import_error
+
+        sys.exit(f"--engine detectron2: {detectron2_import_error()} (see projects/SARD/README.md)")
     return choice
 
 

@@ -83,5 +83,24 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_dir: str):
     )
 
 
-def build_distiller_for_training(cfg: CfgNode):
-    return build_distiller(cfg)
+def evaluation_output_dir(cfg: CfgNode, dataset_name: str) -> str:
+    """OUTPUT_DIR/inference/<dataset> (a path entry is turned into a folder name)."""
+    import os
+
+    from sard.data.paths import dataset_folder_name
+
+    return os.path.join(cfg.OUTPUT_DIR, "inference", dataset_folder_name(dataset_name))
+
+
+def evaluation_records(cfg: CfgNode, dataset_name: str) -> List[Dict]:
+    """The images of ``dataset_name`` that both engines evaluate: the first TEST.MAX_IMAGES
+    (all when 0)."""
+    records = dataset_records([dataset_name])
+    limit = int(cfg.TEST.MAX_IMAGES)
+    return records[:limit] if limit > 0 else records
+
+
+def build_inference_model(cfg: CfgNode):
+    """The distiller without teacher and head, for evaluation: the student alone runs there,
+    so nothing else is built (or randomly initialised, or loaded)."""
+    return build_distiller(cfg, inference_only=True)

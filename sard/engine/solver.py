@@ -9,7 +9,7 @@ f = WARMUP_FACTOR, and ``decay`` = ``CosineParamScheduler(1, 0)`` or
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, List, Optional
 
 import torch
 from fvcore.common.config import CfgNode
@@ -22,7 +22,13 @@ def trainable_parameters(model: torch.nn.Module) -> Iterable[torch.nn.Parameter]
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; no weight decay on norms and biases (1-D tensors)."""
+    """AdamW over the trainable parameters; no weight decay on norms and biases (1-D tensors).
+
+    With ``SOLVER.CLIP_GRADIENTS.ENABLED`` the optimizer clips its own gradients at the start of
+    every ``step()`` (as Mask2Former's trainer does for "full_model"), so both engines clip the
+    same way whoever calls ``step`` (detectron2's trainers, a GradScaler, or ours). Under a
+    GradScaler, ``scaler.step`` unscales before calling ``step``, so clipping sees true gradients.
+    """
     if str(cfg.SOLVER.OPTIMIZER).upper() != "ADAMW":
         raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: SARD supports only ADAMW")
     params = trainable_parameters(model)
@@ -33,7 +39,22 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     groups = [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR)
+    clip = gradient_clipper(cfg)
+    if clip is None:
+        return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR)
+    return ClippingAdamW(groups, lr=cfg.SOLVER.BASE_LR, clip=clip)
+
+
+class ClippingAdamW(torch.optim.AdamW):
+    """AdamW whose ``step`` first applies ``clip`` to the gradients of its parameters."""
+
+    def __init__(self, params, *, clip: Callable[[List[torch.nn.Parameter]], None], **kwargs):
+        super().__init__(params, **kwargs)
+        self.clip = clip
+
+    def step(self, closure=None):
+        self.clip([p for group in self.param_groups for p in group["params"]])
+        return super().step(closure)
 
 
 def lr_multiplier(cfg: CfgNode):
@@ -60,18 +81,31 @@ def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg))
 
 
-def clip_gradients(cfg: CfgNode, params) -> None:
-    """Apply SOLVER.CLIP_GRADIENTS (whole-model norm, per-parameter norm, or value)."""
+def gradient_clipper(cfg: CfgNode) -> Optional[Callable[[List[torch.nn.Parameter]], None]]:
+    """``SOLVER.CLIP_GRADIENTS`` as a function of the parameters (None when disabled).
+
+    "full_model": one norm over all gradients, scaled to at most CLIP_VALUE; "norm": the same
+    per parameter; "value": every gradient entry clamped to [-CLIP_VALUE, CLIP_VALUE].
+    """
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if not clip.ENABLED:
-        return
-    params = [p for p in params if p.grad is not None]
-    if clip.CLIP_TYPE == "value":
-        torch.nn.utils.clip_grad_value_(params, clip.CLIP_VALUE)
-    elif clip.CLIP_TYPE == "norm":
-        for p in params:
-            torch.nn.utils.clip_grad_norm_([p], clip.CLIP_VALUE, clip.NORM_TYPE)
-    elif clip.CLIP_TYPE == "full_model":
-        torch.nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, clip.NORM_TYPE)
-    else:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip.CLIP_TYPE!r} is unknown")
+        return None
+    kind, value, norm_type = clip.CLIP_TYPE, float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
+    if kind not in ("full_model", "norm", "value"):
+        raise ValueError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={kind!r}: choose full_model, norm or value"
+        )
+
+    def apply(params: List[torch.nn.Parameter]) -> None:
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        if kind == "value":
+            torch.nn.utils.clip_grad_value_(params, value)
+        elif kind == "norm":
+            for p in params:
+                torch.nn.utils.clip_grad_norm_([p], value, norm_type)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, value, norm_type)
+
+    return apply

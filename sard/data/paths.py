@@ -1,0 +1,98 @@
+"""Your data by path: ``DATASETS.TRAIN`` / ``DATASETS.TEST`` entries that are files or folders.
+
+An entry is, in this order:
+
+* a registered dataset name (``rockfrag_synth_train``): used as is;
+* a path ending in ``.json``: a COCO instances file whose images are in the folder beside it
+  named after the file's stem (``my_rocks/train.json`` -> ``my_rocks/train/``, the RockFrag
+  layout of datasets/README.md). It is checked by the dataset validator (JSON, ids, every image
+  file present; pixels are decoded later, when read) and registered under the path itself, as
+  instances for promptable students and as their semantic view for semantic students;
+* a folder of images: an unlabeled dataset, which needs label-free training;
+* anything else: an error that says which of these was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, List
+
+from .catalog import DatasetCatalog
+from .problems import DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def image_folder_of(json_file: str) -> str:
+    """``a/b/train.json`` -> ``a/b/train``: where the images of a COCO file are expected."""
+    return os.path.splitext(json_file)[0]
+
+
+def dataset_folder_name(name: str) -> str:
+    """A file-name-safe name for a dataset: the name itself, or for a path entry its folder and
+    stem (``data/my_rocks/val.json`` -> ``my_rocks_val``)."""
+    if not (name.lower().endswith(".json") or os.sep in name or "/" in name):
+        return name
+    stem = os.path.splitext(os.path.basename(name.rstrip("/")))[0]
+    parent = os.path.basename(os.path.dirname(os.path.abspath(name.rstrip("/"))))
+    return f"{parent}_{stem}" if parent else stem
+
+
+def is_image_folder(path: str) -> bool:
+    """A folder holding at least one image file (by suffix)."""
+    if not os.path.isdir(path):
+        return False
+    return any(name.lower().endswith(IMAGE_SUFFIXES) for name in os.listdir(path))
+
+
+def _register_coco_path(key: str, entry: str, semantic: bool) -> None:
+    from .register import register_rockfrag, register_rockfrag_semantic
+    from .validate import validate_coco_dataset
+
+    if not os.path.isfile(entry):
+        raise FileNotFoundError(f"{key}: {entry!r} does not exist (a COCO instances .json file)")
+    image_root = image_folder_of(entry)
+    if not os.path.isdir(image_root):
+        raise FileNotFoundError(
+            f"{key}: the images of {entry} are expected in {image_root}/ (the folder beside the "
+            "file, named after it), which does not exist"
+        )
+    report = validate_coco_dataset(entry, image_root, read_images=False, progress=False)
+    if not report.ok:
+        shown = "; ".join(report.fatal[:3])
+        more = f" (and {len(report.fatal) - 3} more)" if len(report.fatal) > 3 else ""
+        raise DatasetError(
+            f"{key}: {entry} is not usable: {shown}{more}. Run `python "
+            f"tools/validate_dataset.py {entry}` for the full report."
+        )
+    if semantic:
+        register_rockfrag_semantic(entry, entry, image_root)
+    else:
+        register_rockfrag(entry, entry, image_root)
+
+
+def register_dataset_paths(key: str, entries: Iterable[str], *, semantic: bool) -> List[str]:
+    """Register every path entry of ``key`` (e.g. "DATASETS.TRAIN"); returns the entries.
+
+    Idempotent: an entry already registered (a name, or a path registered before) is kept.
+    """
+    entries = [str(e) for e in entries]
+    for entry in entries:
+        if entry in DatasetCatalog.list():
+            continue
+        if entry.lower().endswith(".json"):
+            _register_coco_path(key, entry, semantic)
+        elif os.path.isdir(entry):
+            raise DatasetError(
+                f"{key}: {entry!r} is a folder{' of images' if is_image_folder(entry) else ''}, "
+                "i.e. an unlabeled dataset, and label-free training is not available yet; give "
+                "a COCO instances file instead (my_rocks/train.json with its images in "
+                "my_rocks/train/)"
+            )
+        else:
+            known = ", ".join(sorted(DatasetCatalog.list())) or "none"
+            raise DatasetError(
+                f"{key}: {entry!r} is neither a registered dataset (registered: {known}), nor a "
+                "COCO .json file, nor a folder of images"
+            )
+    return entries
