@@ -84,7 +84,7 @@ def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="previous checkpoint was left intact"):
+    with pytest.raises(OSError, match="previous checkpoint and last_checkpoint were left intact"):
         ckpt.save("model_bad", iteration=2)
     monkeypatch.undo()
     assert not os.path.exists(tmp_path / "model_bad.pth")

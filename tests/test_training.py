@@ -88,7 +88,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_synth, tmp_p
         assert torch.equal(straight[k], resumed[k]), k
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+def test_nan_loss_stops_naming_the_last_checkpoint_followed_by_a_finite_loss(
     tiny_synth, tmp_path, monkeypatch
 ):
     cfg = tiny_cfg("sam", str(tmp_path), "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1")
@@ -105,13 +105,45 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
 
     monkeypatch.setattr(type(trainer.model), "forward", poisoned)
     good = None
-    with pytest.raises(FloatingPointError, match=r"iteration 2.*model_0000001\.pth"):
+    # Iteration 2 fails: the weights saved after iteration 1 gave that loss, so the last good
+    # checkpoint is the one of iteration 0; the other is set aside, and --resume continues
+    # from the good one.
+    with pytest.raises(FloatingPointError, match=r"iteration 2.*model_0000000\.pth"):
         good = trainer.train()
     assert good is None
-    assert trainer.checkpointer.get_checkpoint_file().endswith("model_0000001.pth")
-    ckpt = torch.load(tmp_path / "model_0000001.pth", map_location="cpu", weights_only=True)
+    assert trainer.checkpointer.get_checkpoint_file().endswith("model_0000000.pth")
+    assert (tmp_path / "model_0000001.pth.diverged").is_file()
+    assert not (tmp_path / "model_0000001.pth").exists()
+    assert not (tmp_path / "model_0000002.pth").exists()
+    ckpt = torch.load(tmp_path / "model_0000000.pth", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-    assert not os.path.exists(tmp_path / "model_0000002.pth")
+
+
+@pytest.mark.parametrize("blow_up", [float("inf"), 1e30], ids=["inf", "huge"])
+def test_exploded_weights_are_never_named_or_kept_as_good(
+    tiny_synth, tmp_path, monkeypatch, blow_up
+):
+    """The attack's case: a step that explodes the weights, then a NaN loss. Non-finite weights
+    are never saved; finite but exploded ones are saved, then set aside by the NaN that follows."""
+    import sard.engine.trainer as trainer_module
+
+    cfg = tiny_cfg("sam", str(tmp_path), "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1")
+    trainer = Trainer(cfg)
+    real_step = trainer_module.optimizer_step
+
+    def exploding_step(optimizer, precision):
+        real_step(optimizer, precision)
+        with torch.no_grad():
+            for p in trainer.model.student.parameters():
+                p.mul_(blow_up)
+
+    monkeypatch.setattr(trainer_module, "optimizer_step", exploding_step)
+    with pytest.raises(FloatingPointError, match="no checkpoint was saved before it"):
+        trainer.train()
+    assert not (tmp_path / "model_0000000.pth").exists()
+    assert not (tmp_path / "last_checkpoint").exists()
+    diverged = (tmp_path / "model_0000000.pth.diverged").exists()
+    assert diverged == (blow_up == 1e30)
 
 
 def test_teacher_is_outside_optimizer_and_checkpoint(tiny_synth, tmp_path):
@@ -248,3 +280,21 @@ def test_mask2former_teacher_from_a_save_pretrained_folder(tiny_synth, tmp_path)
     trainer = Trainer(cfg)
     for k, v in teacher.state_dict().items():
         assert torch.equal(trainer.model.teacher.module.state_dict()[k], v), k
+
+
+def test_resume_takes_the_iteration_from_output_dir_not_from_model_weights(tiny_synth, tmp_path):
+    """--resume in a new folder with MODEL.WEIGHTS = another run's final checkpoint starts at
+    iteration 0 (it used to take that run's iteration and train nothing)."""
+    first = Trainer(tiny_cfg("sam", str(tmp_path / "a"), "DATASETS.TEST", "()"))
+    first.train()
+    weights = str(tmp_path / "a" / "model_final.pth")
+    second = Trainer(
+        tiny_cfg("sam", str(tmp_path / "b"), "DATASETS.TEST", "()", "MODEL.WEIGHTS", weights)
+    )
+    second.resume_or_load(resume=True)
+    assert second.start_iter == 0
+    for k, v in first.model.student.state_dict().items():
+        assert torch.equal(second.model.student.state_dict()[k], v), k
+    second.train()
+    lines = [json.loads(x) for x in open(tmp_path / "b" / "metrics.json")]
+    assert [x["iteration"] for x in lines if "total_loss" in x] == [0, 1]
