@@ -22,6 +22,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sard.user_errors import UserError
+
 PathLike = Union[str, os.PathLike]
 
 # Percentiles used to map high-bit-depth intensities to 0..255.
@@ -31,7 +33,7 @@ EXIF_ORIENTATION_TAG = 0x0112
 ROTATING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file exists but cannot be decoded (corrupt, truncated or unsupported)."""
 
 

@@ -54,10 +54,12 @@ def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
     (through ``load_checkpoint``, with its resizing rules), or whatever the family's own
     ``load_weights`` reads (a transformers folder for Mask2Former, a timm ViT state dict).
     """
-    from sard.models.checkpoint import load_checkpoint
+    from sard.models.checkpoint import load_checkpoint, require_local_path
 
     key = f"MODEL.{role.upper()}.WEIGHTS"
     path, unsafe = node.WEIGHTS, node.ALLOW_UNSAFE_PICKLE
+    if path:
+        require_local_path(path, key)  # a URL is refused: nothing is ever downloaded
     if not path:
         warnings.warn(
             f"{key} is empty: the {role} ({node.FAMILY} {node.SIZE}) is randomly initialised",
