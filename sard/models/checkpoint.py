@@ -99,9 +99,7 @@ def _unreadable_reason(file: Path, err: BaseException) -> str:
             )
         return f"is damaged: torch cannot read its archive ({_torch_reason(err)}); copy it again"
     if head.startswith(PICKLE_PROTOCOL_2_PLUS):
-        return (
-            f"is truncated or damaged ({size} bytes; torch: {_torch_reason(err)}); copy it again"
-        )
+        return f"is truncated or damaged ({size} bytes; torch: {_torch_reason(err)}); copy it again"
     return (
         f"is not a PyTorch checkpoint: it starts with {head[:12]!r}, not the zip archive or "
         "pickle torch.save writes (an HTML error page or a text file saved under that name?); "
