@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import cv2
@@ -20,15 +21,16 @@ import torch
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from sard.cli_values import float_range, int_range
-from sard.evaluation import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from sard.cli_values import float_range, int_range  # noqa: E402
+from sard.evaluation import (  # noqa: E402
     PromptableInstanceEvaluator,
     boundary_dilation,
     mask_boundary,
     paired_mask_scores,
     touching_neighbour_counts,
 )
-from sard.user_errors import run_tool
+from sard.user_errors import run_tool  # noqa: E402
 
 
 def voronoi_masks(seeds: np.ndarray, height: int, width: int) -> np.ndarray:
