@@ -8,8 +8,9 @@ Contract, for every command-line tool (``tools/*.py``, ``datasets/prepare_*.py``
 * ``main(argv)`` raises on bad input; :func:`run_tool` turns an *expected* error into
   ``error: <message>`` on stderr (a single line: the message's lines are joined with "; ")
   and returns :data:`EXIT_USER_ERROR` (2, argparse's status for a bad command line).
-* Expected errors are :class:`UserError` (the base of the data, checkpoint and cache errors),
-  ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``,
+* Expected errors are :class:`UserError` (the base of the data and checkpoint errors),
+  ``FileNotFoundError``, ``FileExistsError`` (an output folder that is a file),
+  ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``,
   ``ValueError``, ``KeyError`` and an ``OSError`` for a full disk, a quota or a read-only
   file system. Their messages name the file or config key and say what to do.
 * Anything else is a bug or an environment failure and keeps its full traceback. So does an
@@ -40,6 +41,7 @@ class UserError(Exception):
 EXPECTED_ERRORS = (
     UserError,
     FileNotFoundError,
+    FileExistsError,
     NotADirectoryError,
     IsADirectoryError,
     PermissionError,

@@ -399,3 +399,28 @@ def test_prepare_label_images_missing_folder_is_one_line(tmp_path):
         "train",
     )
     assert "label-image directory not found" in _one_error_line(res)
+
+
+def test_predict_output_folder_that_is_a_file_is_one_line(tmp_path, student_file, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_tool", f"{REPO}/tools/predict.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "out").write_text("a file, not a folder")
+    argv = [
+        _image(tmp_path),
+        "--config-file",
+        TINY_SAM,
+        "--grid",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "out"),
+        *SIZE,
+        "MODEL.WEIGHTS",
+        student_file,
+    ]
+    assert run_tool(tool.main, argv) == EXIT_USER_ERROR
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and str(tmp_path / "out") in line

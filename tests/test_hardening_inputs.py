@@ -422,3 +422,22 @@ def test_prepare_geojson_cli_refuses_a_crs_in_one_line(tmp_path):
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (out / "train.json").is_file()
+
+
+# ---------------------------------------------------------------- more broken COCO
+def test_absurd_image_size_is_fatal_not_an_overflow(tmp_path):
+    """10^5 x 10^5 px used to reach pycocotools' 32-bit counts and raise OverflowError."""
+    big = 100_000
+    images = [{"id": 1, "file_name": "1.png", "height": big, "width": big}]
+    rle = {"size": [big, big], "counts": [big * big - 10, 10]}
+    anns = [{**good_annotation(), "segmentation": rle}]
+    json_file, root = write_coco(tmp_path, anns, images=images)
+    report = validate_coco_dataset(json_file, root, progress=False)
+    assert not report.ok
+    assert any("100000x100000 is more pixels than COCO masks can hold" in f for f in report.fatal)
+
+
+def test_no_images_is_fatal(tmp_path):
+    json_file, root = write_coco(tmp_path, [], images=[])
+    report = validate_coco_dataset(json_file, root, progress=False)
+    assert not report.ok and any("'images' is empty" in f for f in report.fatal)

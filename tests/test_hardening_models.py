@@ -353,3 +353,14 @@ def test_cache_refuses_outputs_that_do_not_match_its_identity(tmp_path):
     cache = TeacherCache(str(tmp_path), identity={"outputs": ["image_embedding", "w"]})
     with pytest.raises(RuntimeError, match="cache identity is built wrongly"):
         cache.put(["k"], {"image_embedding": torch.zeros(1, 4, 2, 2)})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_nan_are_refused_naming_the_tensor(tmp_path, bad):
+    state = {"encoder.weight": torch.ones(3, 3), "head.bias": torch.tensor([0.0, bad])}
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CorruptCheckpointError) as err:
+        read_state_dict(path)
+    text = str(err.value)
+    assert "diverged.pth holds NaN or infinite values in 1 tensor(s) (head.bias)" in text

@@ -36,6 +36,7 @@ from .masks import (
 from .problems import DatasetError, ProblemLog
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
+MAX_MASK_PIXELS = 2**32 - 1  # pycocotools stores sizes and run lengths as uint32
 OUTSIDE_ROOT_OPT_IN = (
     "allow_outside_root=True (register_rockfrag(..., allow_outside_root=True), "
     "tools/validate_dataset.py --allow-outside-root)"
@@ -113,6 +114,8 @@ def _parse_images(
     allow_outside_root: bool = False,
 ):
     images: Dict[Any, Dict[str, Any]] = {}
+    if not data["images"]:
+        log.error("'images' is empty: the dataset has no image to learn from")
     for index, img in enumerate(data["images"]):
         if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name")):
             log.error(f"images[{index}] lacks 'id' or 'file_name'")
@@ -123,6 +126,13 @@ def _parse_images(
         height, width = img.get("height"), img.get("width")
         if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
             log.error(f"image {img['file_name']!r}: missing or invalid height/width")
+            continue
+        if height * width > MAX_MASK_PIXELS:
+            log.error(
+                f"image {img['file_name']!r}: {width}x{height} is more pixels than COCO masks "
+                f"can hold ({MAX_MASK_PIXELS}: pycocotools counts in 32 bits); check the JSON's "
+                "height and width, or tile the image (datasets/prepare_tiles.py)"
+            )
             continue
         if img["id"] in images:
             log.error(f"duplicate image id {img['id']!r} ({img['file_name']!r})")

@@ -196,7 +196,7 @@ def read_state_dict(
             size = file.stat().st_size
             state = "is empty (0 bytes)" if size == 0 else f"is damaged ({_torch_reason(err)})"
             raise CorruptCheckpointError(f"checkpoint {file} {state}; copy it again") from None
-        return _unwrap(tensors, file, state_key)
+        return _finite(_unwrap(tensors, file, state_key), file)
     try:
         obj = torch.load(file, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as err:
@@ -214,7 +214,21 @@ def read_state_dict(
             f"checkpoint {file} was pickled with Python code that is not importable here "
             f"({type(err).__name__}: {err}); re-save it as a plain state dict where it was made"
         ) from None
-    return _unwrap(obj, file, state_key)
+    return _finite(_unwrap(obj, file, state_key), file)
+
+
+def _finite(state: Dict[str, torch.Tensor], file: Path) -> Dict[str, torch.Tensor]:
+    """``state`` unchanged, or CorruptCheckpointError when a float tensor holds NaN or infinity
+    (weights saved after training diverged would silently poison a teacher or a student)."""
+    bad = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise CorruptCheckpointError(
+            f"checkpoint {file} holds NaN or infinite values in {len(bad)} tensor(s) "
+            f"({_listing(bad)}): it was saved after training diverged; use an earlier checkpoint"
+        )
+    return state
 
 
 def _resize_pos_embed(value: torch.Tensor, target: torch.Size) -> Optional[torch.Tensor]:
