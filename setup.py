@@ -29,6 +29,7 @@ setup(
         "pillow>=9.5",
         "tqdm>=4.65",
         "matplotlib>=3.7",
+        "shapely>=2.0",  # make_valid repairs self-intersecting GeoJSON polygons
         "tensorboard>=2.14",
         "onnx>=1.15",
         "onnxruntime>=1.17",

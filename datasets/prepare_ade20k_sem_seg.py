@@ -13,12 +13,13 @@ import os
 import sys
 from glob import glob
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from sard.data.image_io import read_label_image
 from sard.data.register import datasets_root
 from sard.data.semantic import ade20k_to_train_ids
+from sard.user_errors import UserError, run_tool
 
 
 def main(argv=None) -> int:
@@ -33,14 +34,17 @@ def main(argv=None) -> int:
         out_dir = os.path.join(args.root, "annotations_detectron2", split)
         os.makedirs(out_dir, exist_ok=True)
         for path in tqdm(files, desc=f"ade20k {split}", unit="img"):
-            labels = ade20k_to_train_ids(np.asarray(Image.open(path)))
+            labels = ade20k_to_train_ids(read_label_image(path))
             Image.fromarray(labels).save(os.path.join(out_dir, os.path.basename(path)))
         total += len(files)
     if total == 0:
-        sys.exit(f"error: no annotations/{{training,validation}}/*.png under {args.root}")
+        raise UserError(
+            f"no annotations/{{training,validation}}/*.png under {args.root}; set --root to the "
+            "ADEChallengeData2016 folder"
+        )
     print(f"wrote {total} label maps under {args.root}/annotations_detectron2")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -14,12 +14,13 @@ import os
 import sys
 from glob import glob
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from sard.data.image_io import read_label_image
 from sard.data.register import datasets_root
 from sard.data.semantic import cityscapes_ids_to_train_ids
+from sard.user_errors import UserError, run_tool
 
 
 def main(argv=None) -> int:
@@ -30,13 +31,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     files = sorted(glob(os.path.join(args.root, "gtFine", "*", "*", "*_gtFine_labelIds.png")))
     if not files:
-        sys.exit(f"error: no gtFine/*/*/*_gtFine_labelIds.png under {args.root}")
+        raise UserError(
+            f"no gtFine/*/*/*_gtFine_labelIds.png under {args.root}; set --root to the "
+            "cityscapes folder"
+        )
     for path in tqdm(files, desc="cityscapes trainIds", unit="img"):
-        train_ids = cityscapes_ids_to_train_ids(np.asarray(Image.open(path)))
+        train_ids = cityscapes_ids_to_train_ids(read_label_image(path))
         Image.fromarray(train_ids).save(path.replace("_labelIds.png", "_labelTrainIds.png"))
     print(f"wrote {len(files)} *_labelTrainIds.png under {args.root}/gtFine")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -3,7 +3,10 @@
 
 Each image X.<ext> has X.geojson next to it: a FeatureCollection of Polygon / MultiPolygon
 features in pixel coordinates (x right, y down; --negate-y for exports with y up), as grain
-annotation tools write them. Holes are honoured; other geometry types are skipped (counted).
+annotation tools write them. Holes are honoured; self-intersecting polygons are repaired
+(shapely's make_valid) and counted; other geometry types are skipped (counted). A file that
+declares a "crs" (longitude/latitude or map coordinates) is refused unless --pixel-coordinates
+says its coordinates are pixels anyway. Nothing is written when a file is refused.
 
     python datasets/prepare_geojson.py --src my_grains/train --out $DETECTRON2_DATASETS/my_grains \
         --split train [--category-property class]
@@ -19,6 +22,7 @@ from glob import glob
 from sard.data.converters import IMAGE_EXTENSIONS, geojson_to_coco
 from sard.data.problems import DatasetError
 from sard.data.stats import format_statistics
+from sard.user_errors import run_tool
 
 
 def find_pairs(folder: str):
@@ -51,24 +55,27 @@ def main(argv=None) -> int:
     )
     p.add_argument("--default-category", default="grain")
     p.add_argument("--negate-y", action="store_true", help="y coordinates grow upwards")
+    p.add_argument(
+        "--pixel-coordinates",
+        action="store_true",
+        help="read the coordinates as pixels even if the file declares a crs",
+    )
     args = p.parse_args(argv)
     if not os.path.isdir(args.src):
-        sys.exit(f"error: folder not found: {args.src}")
-    try:
-        stats = geojson_to_coco(
-            find_pairs(args.src),
-            args.out,
-            args.split,
-            category_property=args.category_property,
-            default_category=args.default_category,
-            negate_y=args.negate_y,
-        )
-    except (DatasetError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+        raise FileNotFoundError(f"--src: folder not found: {args.src}")
+    stats = geojson_to_coco(
+        find_pairs(args.src),
+        args.out,
+        args.split,
+        category_property=args.category_property,
+        default_category=args.default_category,
+        negate_y=args.negate_y,
+        pixel_coordinates=args.pixel_coordinates,
+    )
     print(f"{args.split:>5}: {format_statistics(stats)}")
     print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

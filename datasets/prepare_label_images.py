@@ -18,9 +18,10 @@ import os
 import sys
 
 from sard.data.converters import find_label_pairs, labels_to_coco
-from sard.data.problems import DatasetError
+from sard.cli_values import int_range
 from sard.data.register import datasets_root
 from sard.data.stats import format_statistics
+from sard.user_errors import run_tool
 
 
 def main(argv=None) -> int:
@@ -34,26 +35,25 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="+", default=["train", "test"])
     p.add_argument("--mask-suffix", default="_mask", help="label file = image stem + suffix")
     p.add_argument("--category", default="grain", help="name of the single category")
-    p.add_argument("--min-area", type=int, default=1, help="skip instances under this many px")
+    p.add_argument(
+        "--min-area", type=int_range(1), default=1, help="skip instances under this many px"
+    )
     args = p.parse_args(argv)
     out = args.out or os.path.join(datasets_root(), os.path.basename(os.path.normpath(args.src)))
-    try:
-        for split in args.splits:
-            pairs = find_label_pairs(os.path.join(args.src, split), args.mask_suffix)
-            stats = labels_to_coco(
-                pairs,
-                out,
-                split,
-                category_name=args.category,
-                min_area=args.min_area,
-                description=f"converted from label images in {args.src}",
-            )
-            print(f"{split:>5}: {format_statistics(stats)}")
-    except (DatasetError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    for split in args.splits:
+        pairs = find_label_pairs(os.path.join(args.src, split), args.mask_suffix)
+        stats = labels_to_coco(
+            pairs,
+            out,
+            split,
+            category_name=args.category,
+            min_area=args.min_area,
+            description=f"converted from label images in {args.src}",
+        )
+        print(f"{split:>5}: {format_statistics(stats)}")
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

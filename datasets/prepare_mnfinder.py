@@ -15,9 +15,9 @@ import os
 import sys
 
 from sard.data.mnfinder_data import find_mnfinder_package, mnfinder_to_coco
-from sard.data.problems import DatasetError
 from sard.data.register import datasets_root
 from sard.data.stats import format_statistics
+from sard.user_errors import UserError, run_tool
 
 
 def main(argv=None) -> int:
@@ -34,11 +34,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     package_dir = args.package_dir or find_mnfinder_package()
     if package_dir is None:
-        sys.exit("error: mnfinder is not installed; run: pip install --no-deps mnfinder")
-    try:
-        results = mnfinder_to_coco(args.out, package_dir=package_dir, splits=args.splits)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        raise UserError("mnfinder is not installed; run: pip install --no-deps mnfinder")
+    results = mnfinder_to_coco(args.out, package_dir=package_dir, splits=args.splits)
     for split, stats in results.items():
         print(f"{split:>5}: {format_statistics(stats)}")
     print(f"wrote {args.out}")
@@ -46,4 +43,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

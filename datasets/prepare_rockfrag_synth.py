@@ -15,10 +15,12 @@ import os
 import sys
 import time
 
+from sard.cli_values import float_range, int_range
 from sard.data.register import datasets_root
 from sard.data.stats import format_statistics
 from sard.data.synthetic import SynthConfig
 from sard.data.synthetic_dataset import generate_rockfrag_synth
+from sard.user_errors import UserError, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,35 +33,40 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=os.path.join(datasets_root(), "rockfrag_synth"),
         help="output folder (default $DETECTRON2_DATASETS/rockfrag_synth)",
     )
-    p.add_argument("--num-train", type=int, default=40)
-    p.add_argument("--num-val", type=int, default=10)
-    p.add_argument("--num-test", type=int, default=10)
-    p.add_argument("--image-size", type=int, default=defaults.image_size, help="square side, px")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int_range(0), default=40)
+    p.add_argument("--num-val", type=int_range(0), default=10)
+    p.add_argument("--num-test", type=int_range(0), default=10)
+    p.add_argument(
+        "--image-size", type=int_range(32), default=defaults.image_size, help="square side, px"
+    )
+    p.add_argument("--seed", type=int_range(0), default=0)
     p.add_argument(
         "--density",
-        type=float,
+        type=float_range(0, 1, lo_open=True),
         default=defaults.density,
         help="fraction of packing cells holding a fragment (the rest are voids of fines)",
     )
     p.add_argument(
         "--min-size",
-        type=float,
+        type=float_range(0, lo_open=True),
         default=None,
         help="smallest fragment diameter in px (default max(3, S/64))",
     )
     p.add_argument(
-        "--max-size", type=float, default=None, help="largest fragment diameter in px (default S/6)"
+        "--max-size",
+        type=float_range(0, lo_open=True),
+        default=None,
+        help="largest fragment diameter in px (default S/6)",
     )
     p.add_argument(
         "--size-exponent",
-        type=float,
+        type=float_range(),
         default=defaults.size_exponent,
         help="a in p(d) ~ d^-a; larger gives more tiny fragments",
     )
     p.add_argument(
         "--min-area",
-        type=int,
+        type=int_range(0),
         default=defaults.min_area,
         help="fragments under this many px are drawn as fines, not annotated",
     )
@@ -69,9 +76,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for name in ("num_train", "num_val", "num_test"):
-        if getattr(args, name) < 0:
-            sys.exit(f"--{name.replace('_', '-')} must be >= 0")
     config = SynthConfig(
         image_size=args.image_size,
         density=args.density,
@@ -83,7 +87,7 @@ def main(argv=None) -> int:
     try:
         config.validate()
     except ValueError as err:
-        sys.exit(f"invalid options: {err}")
+        raise UserError(f"invalid options: {err}") from None
     start = time.time()
     results = generate_rockfrag_synth(
         args.out,
@@ -99,4 +103,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -19,8 +19,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sard.cli_values import int_range  # noqa: E402
 from sard.data.stats import format_statistics  # noqa: E402
 from sard.data.tiling import tile_coco_split  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,12 +31,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--src", required=True, help="folder with <split>.json and <split>/")
     p.add_argument("--out", required=True, help="folder for the tiles and their COCO files")
-    p.add_argument("--tile", type=int, default=128, help="tile side in pixels")
-    p.add_argument("--min-area", type=int, default=4, help="smallest kept instance piece, px")
+    p.add_argument("--tile", type=int_range(1), default=128, help="tile side in pixels")
+    p.add_argument(
+        "--min-area", type=int_range(1), default=4, help="smallest kept instance piece, px"
+    )
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     args = p.parse_args(argv)
-    if args.tile <= 0 or args.min_area <= 0:
-        p.error("--tile and --min-area must be positive")
     missing = [s for s in args.splits if not os.path.isfile(os.path.join(args.src, f"{s}.json"))]
     if missing:
         p.error(f"{args.src} has no {', '.join(s + '.json' for s in missing)}")
@@ -53,4 +55,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

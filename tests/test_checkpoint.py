@@ -95,7 +95,7 @@ def test_missing_file_and_urls_are_clear_errors(tmp_path):
         load_checkpoint(_sam(), tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match="is a directory"):
         load_checkpoint(_sam(), tmp_path)
-    with pytest.raises(ValueError, match="only local paths"):
+    with pytest.raises(ValueError, match="is a URL, and SARD never downloads anything"):
         load_checkpoint(_sam(), "https://example.com/sam.pth")
 
 

@@ -243,7 +243,10 @@ def test_validator_cli_exit_status(tmp_path, capsys, load_script):
     os.remove(os.path.join(root, "1.png"))
     assert cli.main([json_file, "--image-root", root]) == 1
     assert "missing image file" in capsys.readouterr().out
-    assert cli.main(["no_such_dataset_name"]) == 2
+    from sard.user_errors import run_tool
+
+    assert run_tool(cli.main, ["no_such_dataset_name"]) == 2
+    assert "no_such_dataset_name" in capsys.readouterr().err
 
 
 def test_decode_instances_handles_more_than_255_instances():

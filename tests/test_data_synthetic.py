@@ -142,5 +142,7 @@ def test_preview_and_cli(small_set, tmp_path, capsys, load_script):
     printed = capsys.readouterr().out
     assert "train: 1 images" in printed and "test: 1 images" in printed
     assert sorted(os.listdir(tmp_path / "cli")) == ["test", "test.json", "train", "train.json"]
-    with pytest.raises(SystemExit, match="must be >= 1|min_size"):
-        cli.main(args + ["--min-size", "0.5"])
+    from sard.user_errors import run_tool
+
+    assert run_tool(cli.main, args + ["--min-size", "0.5"]) == 2
+    assert "min_size" in capsys.readouterr().err

@@ -198,8 +198,11 @@ def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, d
     assert calls == [2, 2]
     cache = trainer.model.cache
     assert (cache.misses, cache.hits, len(cache)) == (4, 4, 4)
-    if directory:
-        assert len([f for f in os.listdir(cache_dir) if f.endswith(".pt")]) == 4
+    if directory:  # one folder per teacher identity, four entries in it
+        (folder,) = os.listdir(cache_dir)
+        assert (
+            len([f for f in os.listdir(os.path.join(cache_dir, folder)) if f.endswith(".pt")]) == 4
+        )
     # Cached taps are the teacher's features in fp16, with W(i) stored beside them.
     from sard.engine.builders import build_mapper
     from sard.modeling.distiller import encode
@@ -207,7 +210,7 @@ def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, d
 
     sample = build_mapper(cfg, is_train=True)(dict(trainer.records[0]))
     x = sample["image"][None]
-    entry = cache.get([image_key(x[0])])[0]
+    entry = cache.get([image_key(x[0], sample["input_hw"])])[0]
     assert entry is not None and entry["image_embedding"].dtype == torch.float16
     with torch.no_grad():
         fresh = encode(teacher, x, [tuple(sample["input_hw"])])["image_embedding"][0]

@@ -6,10 +6,13 @@ paths score every (GT, prediction) pair; the numbers must be identical. Run:
 
     .venv/bin/python tools/bench_eval.py [--size 512] [--instances 300] [--repeats 5] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import cv2
@@ -18,13 +21,16 @@ import torch
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from sard.evaluation import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from sard.cli_values import float_range, int_range  # noqa: E402
+from sard.evaluation import (  # noqa: E402
     PromptableInstanceEvaluator,
     boundary_dilation,
     mask_boundary,
     paired_mask_scores,
     touching_neighbour_counts,
 )
+from sard.user_errors import run_tool  # noqa: E402
 
 
 def voronoi_masks(seeds: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -63,16 +69,22 @@ def interleaved_best_times(
     return best, results
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512, help="image height and width")
-    parser.add_argument("--instances", type=int, default=300, help="GT instances per image")
-    parser.add_argument("--jitter", type=float, default=3.0, help="prediction seed jitter (px)")
-    parser.add_argument("--images", type=int, default=2, help="images (scenes) to time")
-    parser.add_argument("--repeats", type=int, default=5, help="timing repeats, best is kept")
-    parser.add_argument("--dilation-ratio", type=float, default=0.02)
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV and torch threads")
-    args = parser.parse_args()
+    parser.add_argument("--size", type=int_range(8), default=512, help="image height and width")
+    parser.add_argument(
+        "--instances", type=int_range(1), default=300, help="GT instances per image"
+    )
+    parser.add_argument(
+        "--jitter", type=float_range(0), default=3.0, help="prediction seed jitter (px)"
+    )
+    parser.add_argument("--images", type=int_range(1), default=2, help="images (scenes) to time")
+    parser.add_argument(
+        "--repeats", type=int_range(1), default=5, help="timing repeats, best is kept"
+    )
+    parser.add_argument("--dilation-ratio", type=float_range(0, 1, lo_open=True), default=0.02)
+    parser.add_argument("--threads", type=int_range(1), default=1, help="OpenCV and torch threads")
+    args = parser.parse_args(argv)
     # OpenCV ignores OMP_NUM_THREADS and would otherwise parallelise only the full-image path.
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
@@ -137,4 +149,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -25,6 +25,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from sard.cli_values import int_range  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
+
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
 
@@ -33,12 +36,18 @@ def argument_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE", help="SARD config")
-    p.add_argument("--image-size", type=int, default=64, help="square input side (default 64)")
-    p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    p.add_argument("--prompts", type=int, default=16, help="box prompts per image (default 16)")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per back end (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for every back end")
+    p.add_argument(
+        "--image-size", type=int_range(16), default=64, help="square input side (default 64)"
+    )
+    p.add_argument("--batch", type=int_range(1), default=1, help="images per call (default 1)")
+    p.add_argument(
+        "--prompts", type=int_range(1), default=16, help="box prompts per image (default 16)"
+    )
+    p.add_argument(
+        "--repeats", type=int_range(1), default=10, help="timed calls per back end (default 10)"
+    )
+    p.add_argument("--warmup", type=int_range(0), default=2, help="untimed calls first (default 2)")
+    p.add_argument("--threads", type=int_range(1), default=1, help="CPU threads for every back end")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
     return p
 
@@ -133,4 +142,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

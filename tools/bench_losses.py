@@ -26,27 +26,37 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sard.cli_values import int_range  # noqa: E402
 from sard.losses import SARDDistillationHead  # noqa: E402
 from sard.structure.moments import MOMENTS_PATHS, forced_moments_path, moments_path  # noqa: E402
+from sard.user_errors import UserError, run_tool  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--batch", type=int, default=8, help="images per step")
-    p.add_argument("--channels", type=int, default=256, help="student and teacher channels")
-    p.add_argument("--size", type=int, default=64, help="feature map side (64 = SAM at 1024)")
-    p.add_argument("--dim", type=int, default=256, help="D, projection channels")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per method")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method")
+    p.add_argument("--batch", type=int_range(1), default=8, help="images per step")
+    p.add_argument(
+        "--channels", type=int_range(1), default=256, help="student and teacher channels"
+    )
+    p.add_argument(
+        "--size", type=int_range(2), default=64, help="feature map side (64 = SAM at 1024)"
+    )
+    p.add_argument("--dim", type=int_range(1), default=256, help="D, projection channels")
+    p.add_argument("--repeats", type=int_range(1), default=5, help="timed steps per method")
+    p.add_argument("--warmup", type=int_range(0), default=2, help="untimed steps per method")
     p.add_argument("--device", default="auto", help="'auto' (cuda if present), 'cpu', 'cuda'")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument(
+        "--threads", type=int_range(0), default=0, help="torch CPU threads (0 = default)"
+    )
     p.add_argument("--student", action="store_true", help="also time an EfficientSAM-Ti forward")
     p.add_argument("--student-size", default="ti", help="EfficientSAM size for --student")
-    p.add_argument("--image-size", type=int, default=1024, help="student input side for --student")
-    return p.parse_args()
+    p.add_argument(
+        "--image-size", type=int_range(16), default=1024, help="student input side for --student"
+    )
+    return p.parse_args(argv)
 
 
 def sync(device: torch.device) -> None:
@@ -135,8 +145,8 @@ def student_forward(
     return forward
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
@@ -148,7 +158,7 @@ def main() -> None:
     try:
         from sard.structure import compute_structure_map  # noqa: F401
     except ImportError as err:
-        sys.exit(f"sard.structure.compute_structure_map is needed for the SARD head: {err}")
+        raise UserError(f"sard.structure.compute_structure_map is needed for the SARD head: {err}")
 
     torch.manual_seed(0)
     shape = (args.batch, args.channels, args.size, args.size)
@@ -205,4 +215,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -23,8 +23,10 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sard.cli_values import int_range  # noqa: E402
 from sard.structure import compute_structure_map  # noqa: E402
 from sard.structure.moments import MOMENTS_PATHS, forced_moments_path  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,16 +46,18 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
     return run
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--channels", type=int, default=256)
-    parser.add_argument("--size", type=int, default=64, help="feature map height = width")
+    parser.add_argument("--batch", type=int_range(1), default=8)
+    parser.add_argument("--channels", type=int_range(1), default=256)
+    parser.add_argument("--size", type=int_range(2), default=64, help="feature map height = width")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--reps", type=int, default=7, help="timed repetitions (median shown)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--radii", type=int, nargs="+", default=[3, 7, 15])
+    parser.add_argument(
+        "--reps", type=int_range(1), default=7, help="timed repetitions (median shown)"
+    )
+    parser.add_argument("--warmup", type=int_range(0), default=2)
+    parser.add_argument("--radii", type=int_range(0), nargs="+", default=[3, 7, 15])
     parser.add_argument(
         "--paths",
         nargs="+",
@@ -61,8 +65,8 @@ def main() -> None:
         default=list(MOMENTS_PATHS),
         help="implementations of the channel moments to time",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int_range(1), default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -102,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

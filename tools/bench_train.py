@@ -23,6 +23,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from sard.cli_values import int_range  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
+
 TINY = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
 
@@ -30,15 +33,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--iters", type=int, default=6, help="timed iterations per method and round")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method")
+    p.add_argument("--image-size", type=int_range(32), default=128)
+    p.add_argument("--batch", type=int_range(1), default=2)
+    p.add_argument(
+        "--iters", type=int_range(1), default=6, help="timed iterations per method and round"
+    )
+    p.add_argument("--rounds", type=int_range(1), default=2, help="interleaved rounds per method")
     p.add_argument(
         "--teacher-size", default="tiny", help="SAM size of the teacher (tiny, vit_b, ...)"
     )
-    p.add_argument("--teacher-embed-dim", type=int, default=192, help="tiny teacher width")
-    p.add_argument("--teacher-depth", type=int, default=6, help="tiny teacher depth")
+    p.add_argument("--teacher-embed-dim", type=int_range(4), default=192, help="tiny teacher width")
+    p.add_argument("--teacher-depth", type=int_range(1), default=6, help="tiny teacher depth")
     p.add_argument("--student-size", default="tiny", help="EfficientSAM size of the student")
     p.add_argument("--methods", nargs="+", default=["none", "uniform", "cwd", "sard"])
     p.add_argument("--device", default="cpu")
@@ -173,4 +178,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -30,8 +30,10 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from sard.cli_values import int_range  # noqa: E402
 from sard.models import Prompts, build_model, model_builder  # noqa: E402
 from sard.reporting.efficiency import count_gflops, time_ms  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
 
 PAIRS = {
     "sam": (("sam", "vit_h"), ("efficient_sam", "ti")),
@@ -141,17 +143,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--student", help="FAMILY:SIZE, e.g. efficient_sam:s (with --teacher)")
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=int_range(16),
         default=256,
         help="promptable input size S (S x S); the real figure is 1024",
     )
     parser.add_argument(
         "--semantic-size", default="256x512", help="semantic input HxW; the real figure is 512x1024"
     )
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--prompts", type=int, default=1, help="box prompts per image")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch", type=int_range(1), default=1)
+    parser.add_argument("--prompts", type=int_range(1), default=1, help="box prompts per image")
+    parser.add_argument("--reps", type=int_range(1), default=3)
+    parser.add_argument("--warmup", type=int_range(0), default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
     args = parser.parse_args(argv)
@@ -159,9 +161,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--teacher and --student go together")
     try:
         args.semantic_hw = tuple(int(v) for v in args.semantic_size.lower().split("x"))
-        assert len(args.semantic_hw) == 2
+        assert len(args.semantic_hw) == 2 and min(args.semantic_hw) >= 16
     except (ValueError, AssertionError):
-        parser.error(f"--semantic-size must look like 512x1024, got {args.semantic_size!r}")
+        parser.error(
+            f"--semantic-size must look like 512x1024 (both >= 16), got {args.semantic_size!r}"
+        )
     if args.pair is None:
         args.pair = [] if args.teacher else sorted(PAIRS, reverse=True)
     return args
@@ -195,4 +199,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -27,6 +27,9 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from sard.cli_values import float_range, int_range  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
+
 DEFAULT_TOLERANCE = 1e-4  # sard.export.DEFAULT_TOLERANCE; repeated so --help needs no torch
 
 
@@ -51,12 +54,16 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=float_range(0),
         default=DEFAULT_TOLERANCE,
         help="allowed max |export - torch| relative to max(1, max|torch|) (default %(default)g)",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
+    p.add_argument(
+        "--opset", type=int_range(9), default=17, help="ONNX opset version (default %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=int_range(0), default=0, help="seed of the random verification inputs"
+    )
     p.add_argument(
         "opts",
         nargs="*",
@@ -89,4 +96,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

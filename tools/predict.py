@@ -25,6 +25,11 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from sard.cli_values import float_range, int_range  # noqa: E402
+from sard.user_errors import UserError, run_tool  # noqa: E402
+
+DEFAULT_GRID = 16
+
 
 def argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -46,10 +51,10 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--grid",
-        type=int,
+        type=int_range(1),
         metavar="N",
         help="prompt with an N x N grid of foreground points instead (default when no "
-        "--prompts-json: 16)",
+        f"--prompts-json: {DEFAULT_GRID})",
     )
     p.add_argument(
         "--prompt",
@@ -69,19 +74,19 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--chunk-size",
-        type=int,
+        type=int_range(1),
         default=64,
         help="prompts decoded at once; lower it if memory runs out (default %(default)s)",
     )
     p.add_argument(
         "--min-score",
-        type=float,
+        type=float_range(),
         default=0.0,
         help="drop masks whose predicted IoU is below this (default %(default)s)",
     )
     p.add_argument(
         "--nms-iou",
-        type=float,
+        type=float_range(0, 1),
         default=0.7,
         help="with --grid: drop a mask overlapping a better-scored one by more than this mask IoU "
         "(default %(default)s)",
@@ -99,13 +104,25 @@ def argument_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_prompts_json(path: str) -> dict:
+    """The COCO file of --prompts-json; errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--prompts-json: {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"--prompts-json: {path} is not valid JSON ({err})") from None
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise UserError(f"--prompts-json: {path} is not a COCO file (no 'images' list)")
+    return coco
+
+
 def main(argv=None) -> int:
     args = argument_parser().parse_intermixed_args(argv)
     if args.image_id is not None and args.image_id.lstrip("-").isdigit():
         args.image_id = int(args.image_id)  # COCO ids are integers; other ids stay strings
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.chunk_size < 1:
-        raise SystemExit("--chunk-size must be >= 1")
     from PIL import Image
     from tqdm import tqdm
 
@@ -125,18 +142,17 @@ def main(argv=None) -> int:
     image = read_image(args.image)
     hw = image.shape[:2]
     if args.prompts_json:
-        with open(args.prompts_json) as f:
-            coco = json.load(f)
+        coco = read_prompts_json(args.prompts_json)
         entry = find_coco_image(coco, args.image, args.image_id)
         if (entry.get("height"), entry.get("width")) not in ((None, None), hw):
-            raise SystemExit(
+            raise UserError(
                 f"{args.prompts_json}: image {entry['id']} is {entry.get('width')}x"
                 f"{entry.get('height')} but {args.image} is {hw[1]}x{hw[0]}"
             )
         prompts = prompts_from_coco(coco, entry, args.prompt, hw)
     else:
         image_id = args.image_id if args.image_id is not None else 0
-        prompts = grid_prompts(args.grid or 16, hw, image_id)
+        prompts = grid_prompts(DEFAULT_GRID if args.grid is None else args.grid, hw, image_id)
     predictor = SardPredictor.from_config(
         args.config_file, None, args.opts, device=args.device, chunk_size=args.chunk_size
     )
@@ -165,4 +181,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -5,7 +5,12 @@
     python tools/validate_dataset.py path/to/train.json [--image-root path/to/images]
 
 Prints images, instances, classes, an object-size histogram, objects per image and every
-problem found (fatal ones and counted warnings). Exit status 1 if there is a fatal problem.
+problem found (fatal ones and counted warnings). Exit status 1 if there is a fatal problem, 2
+(with one line naming the problem) if the dataset cannot be found.
+
+Image file_names must be relative paths inside the image folder; --allow-outside-root accepts
+absolute paths and ../ (the loader takes the same opt-in: register_rockfrag(...,
+allow_outside_root=True)).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import sys
 
 from sard.data.validate import format_report, resolve_dataset, validate_coco_dataset
+from sard.user_errors import run_tool
 
 
 def main(argv=None) -> int:
@@ -31,17 +37,23 @@ def main(argv=None) -> int:
         action="store_true",
         help="only check that image files exist, do not decode them",
     )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image file_names outside the image folder (absolute paths, ../)",
+    )
     args = p.parse_args(argv)
-    try:
-        json_file, image_root = resolve_dataset(args.dataset, args.image_root)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    report = validate_coco_dataset(json_file, image_root, read_images=not args.no_read_images)
+    json_file, image_root = resolve_dataset(args.dataset, args.image_root)
+    report = validate_coco_dataset(
+        json_file,
+        image_root,
+        read_images=not args.no_read_images,
+        allow_outside_root=args.allow_outside_root,
+    )
     print(f"images from: {image_root}")
     print(format_report(report))
     return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -18,7 +18,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from .image_io import image_size, read_image, read_label_image
-from .masks import encode_mask
+from .masks import encode_mask, polygons_to_rle
 from .problems import DatasetError, ProblemLog
 from .stats import instance_statistics
 
@@ -180,7 +180,7 @@ def _ring_to_flat(ring: Any, negate_y: bool) -> List[float] | None:
     """[[x, y(, z)], ...] -> [x0, y0, x1, y1, ...] or None when it has < 3 distinct points."""
     try:
         pts = [(float(p[0]), -float(p[1]) if negate_y else float(p[1])) for p in ring]
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, KeyError):
         return None
     if len(pts) > 1 and pts[0] == pts[-1]:
         pts = pts[:-1]  # GeoJSON rings repeat the first point at the end
@@ -189,8 +189,35 @@ def _ring_to_flat(ring: Any, negate_y: bool) -> List[float] | None:
     return [v for p in pts for v in p]
 
 
+def _valid_parts(shell: List[float], holes: List[List[float]], log: ProblemLog, ref: str):
+    """[(shell, holes)] of the polygon, repaired with shapely's ``make_valid`` when it is
+    invalid (self-intersecting, or holes crossing the shell); counted when repaired."""
+    from shapely import make_valid
+    from shapely.geometry import Polygon
+
+    def pairs(flat: List[float]) -> List[Tuple[float, float]]:
+        return list(zip(flat[0::2], flat[1::2]))
+
+    polygon = Polygon(pairs(shell), [pairs(h) for h in holes])
+    if polygon.is_valid:
+        return [(shell, holes)]
+    log.warn("self-intersecting or otherwise invalid polygons repaired (shapely make_valid)", ref)
+    repaired = make_valid(polygon)
+    pieces = getattr(repaired, "geoms", [repaired])
+    parts = []
+    for piece in pieces:  # a GeometryCollection may also hold lines and points: dropped
+        for poly in getattr(piece, "geoms", [piece]):
+            if poly.geom_type != "Polygon" or poly.is_empty:
+                continue
+            flat = [v for xy in list(poly.exterior.coords)[:-1] for v in xy]
+            inner = [[v for xy in list(r.coords)[:-1] for v in xy] for r in poly.interiors]
+            parts.append((flat, inner))
+    return parts
+
+
 def _polygon_mask(rings: Any, height: int, width: int, negate_y: bool, log: ProblemLog, ref: str):
-    """Outer ring minus holes, rasterised (pixel (r, c) covers [c, c+1) x [r, r+1))."""
+    """Outer ring minus holes, rasterised (pixel (r, c) covers [c, c+1) x [r, r+1)); invalid
+    polygons are repaired first and far-away vertices clipped (``polygons_to_rle``)."""
     flats = [_ring_to_flat(r, negate_y) for r in rings] if isinstance(rings, list) else []
     if not flats or flats[0] is None:
         log.warn("polygons with fewer than 3 points skipped", ref)
@@ -204,11 +231,73 @@ def _polygon_mask(rings: Any, height: int, width: int, negate_y: bool, log: Prob
         ):
             log.warn("polygons extending outside the image clipped", ref)
             break
-    mask = mask_util.decode(mask_util.frPyObjects([flats[0]], height, width))[..., 0] > 0
-    for hole in flats[1:]:
-        if hole is not None:
-            mask &= ~(mask_util.decode(mask_util.frPyObjects([hole], height, width))[..., 0] > 0)
+    mask = np.zeros((height, width), dtype=bool)
+    for shell, holes in _valid_parts(flats[0], [h for h in flats[1:] if h is not None], log, ref):
+        part = mask_util.decode(polygons_to_rle([shell], height, width)) > 0
+        for hole in holes:
+            part &= ~(mask_util.decode(polygons_to_rle([hole], height, width)) > 0)
+        mask |= part
     return mask
+
+
+# Names of geographic (longitude/latitude) coordinate systems, as GeoJSON "crs" members give
+# them ("urn:ogc:def:crs:OGC:1.3:CRS84", "EPSG:4326", "urn:ogc:def:crs:EPSG::4269", ...).
+GEOGRAPHIC_CRS_MARKERS = ("CRS84", "CRS83", "CRS27", "4326", "4269", "4258", "4283", "4167", "4674")
+PIXEL_OPT_IN = "--pixel-coordinates (pixel_coordinates=True)"
+
+
+def _crs_name(crs: Any) -> str:
+    """A readable name of a GeoJSON 2008 "crs" member (named, EPSG-coded or linked)."""
+    props = crs.get("properties") if isinstance(crs, dict) else None
+    if isinstance(props, dict):
+        for key in ("name", "code", "href"):
+            if key in props:
+                return str(props[key])
+    return json.dumps(crs)[:80]
+
+
+def check_pixel_crs(data: Dict[str, Any], path: str, pixel_coordinates: bool) -> None:
+    """Refuse a GeoJSON whose "crs" says its coordinates are geographic or map coordinates.
+
+    SARD reads GeoJSON coordinates as image pixels. A declared CRS means they are degrees or
+    metres, which read as pixels would give nonsense masks without any error; the user must
+    export pixel coordinates, or say with ``pixel_coordinates`` that they are pixels anyway.
+    """
+    crs = data.get("crs")
+    if crs is None or pixel_coordinates:
+        return
+    name = _crs_name(crs)
+    geographic = any(marker in name.upper() for marker in GEOGRAPHIC_CRS_MARKERS)
+    kind = "geographic longitude/latitude" if geographic else "map coordinates"
+    raise DatasetError(
+        f"{path}: declares crs {name!r} ({kind}), but SARD reads coordinates as image pixels; "
+        f"export the annotations in pixel coordinates, or pass {PIXEL_OPT_IN} if they are "
+        "pixels anyway"
+    )
+
+
+def _feature_geometry(feature: Any, path: str, index: int):
+    """(geometry type, coordinates, properties) of a Feature; DatasetError when it is not one."""
+    if not isinstance(feature, dict):
+        raise DatasetError(
+            f"{path}: feature {index} is a {type(feature).__name__}, not a GeoJSON Feature "
+            'object ({"type": "Feature", "geometry": ..., "properties": ...})'
+        )
+    geometry = feature.get("geometry")
+    if geometry is None:
+        return None, None, {}
+    if not isinstance(geometry, dict):
+        raise DatasetError(
+            f"{path}: feature {index} has a geometry that is a {type(geometry).__name__}, not "
+            'a GeoJSON geometry object ({"type": "Polygon", "coordinates": ...})'
+        )
+    props = feature.get("properties")
+    if props is not None and not isinstance(props, dict):
+        raise DatasetError(
+            f"{path}: feature {index} has properties that are a {type(props).__name__}, "
+            "not an object"
+        )
+    return geometry.get("type"), geometry.get("coordinates"), props or {}
 
 
 def geojson_feature_masks(
@@ -220,8 +309,13 @@ def geojson_feature_masks(
     default_category: str,
     negate_y: bool,
     log: ProblemLog,
+    pixel_coordinates: bool = False,
 ) -> List[Tuple[str, np.ndarray]]:
-    """[(category name, bool mask)] of the Polygon/MultiPolygon features of a FeatureCollection."""
+    """[(category name, bool mask)] of the Polygon/MultiPolygon features of a FeatureCollection.
+
+    Raises DatasetError for a file that is not a FeatureCollection, a feature or geometry that
+    is not an object, and a declared geographic or map "crs" (see :func:`check_pixel_crs`).
+    """
     try:
         with open(geojson_path, encoding="utf-8") as f:
             data = json.load(f)
@@ -233,11 +327,11 @@ def geojson_feature_masks(
         raise DatasetError(f"{geojson_path}: not a GeoJSON FeatureCollection")
     if not isinstance(data.get("features"), list):
         raise DatasetError(f"{geojson_path}: 'features' must be a list")
+    check_pixel_crs(data, geojson_path, pixel_coordinates)
     out = []
     for index, feature in enumerate(data["features"]):
         ref = f"{os.path.basename(geojson_path)} feature {index}"
-        geometry = (feature or {}).get("geometry") or {}
-        kind, coords = geometry.get("type"), geometry.get("coordinates")
+        kind, coords, props = _feature_geometry(feature, geojson_path, index)
         if kind == "Polygon":
             polygons = [coords]
         elif kind == "MultiPolygon" and isinstance(coords, list):
@@ -253,7 +347,6 @@ def geojson_feature_masks(
         if not mask.any():
             log.warn("features with an empty mask (outside the image or degenerate) skipped", ref)
             continue
-        props = feature.get("properties") or {}
         name = (
             str(props.get(category_property, default_category))
             if category_property
@@ -271,15 +364,17 @@ def geojson_to_coco(
     category_property: str | None = None,
     default_category: str = "grain",
     negate_y: bool = False,
+    pixel_coordinates: bool = False,
 ) -> Dict[str, Any]:
     """(GeoJSON, image) pairs -> ``<out_dir>/<split>.json``; categories sorted by name.
 
     Coordinates are pixels, x to the right and y down (``negate_y`` for tools that export
-    image space with y up, as QGIS does for an ungeoreferenced raster).
+    image space with y up, as QGIS does for an ungeoreferenced raster). A file declaring a
+    "crs" is refused unless ``pixel_coordinates`` says its coordinates are pixels anyway.
+    Invalid (self-intersecting) polygons are repaired with shapely's ``make_valid`` and counted.
+    Every GeoJSON is read before anything is written.
     """
     log = ProblemLog(source=f"geojson_to_coco({split})")
-    image_dir = os.path.join(out_dir, split)
-    os.makedirs(image_dir, exist_ok=True)
     per_image, names = [], set()
     for geojson_path, image_path in items:
         read_image(image_path)
@@ -292,12 +387,15 @@ def geojson_to_coco(
             default_category=default_category,
             negate_y=negate_y,
             log=log,
+            pixel_coordinates=pixel_coordinates,
         )
         if not masks:
             log.warn("images without instances (kept)", image_path)
         per_image.append((image_path, height, width, masks))
         names.update(name for name, _ in masks)
     cat_ids = {name: i for i, name in enumerate(sorted(names) or [default_category], start=1)}
+    image_dir = os.path.join(out_dir, split)
+    os.makedirs(image_dir, exist_ok=True)
     images, annotations, seen = [], [], {}
     for image_id, (image_path, height, width, masks) in enumerate(per_image, start=1):
         file_name = copy_image_once(image_path, image_dir, seen)

@@ -11,7 +11,8 @@ Every image entering the data pipeline goes through :func:`read_image`, which re
 
 JPEGs with an EXIF orientation are rotated upright (as detectron2's reader does), and
 :func:`image_size` reports the upright size. Missing, unreadable or truncated files raise an
-error that names the file and the reason.
+error that names the file and the reason, as do float images holding NaN or infinity (they
+would decode as black) and images too large for PIL's decompression-bomb guard.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sard.user_errors import UserError
+
 PathLike = Union[str, os.PathLike]
 
 # Percentiles used to map high-bit-depth intensities to 0..255.
@@ -31,8 +34,15 @@ EXIF_ORIENTATION_TAG = 0x0112
 ROTATING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file exists but cannot be decoded (corrupt, truncated or unsupported)."""
+
+
+def _too_large(path: str, err: Exception) -> ImageReadError:
+    return ImageReadError(
+        f"{path}: image too large to decode safely ({err}); split it into smaller images, or "
+        "raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+    )
 
 
 def _open_fully(path: PathLike) -> Image.Image:
@@ -43,6 +53,8 @@ def _open_fully(path: PathLike) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: unreadable or truncated image ({err})") from err
     return img
@@ -74,6 +86,12 @@ def to_rgb_uint8(array: np.ndarray, source: str = "<array>") -> np.ndarray:
         array = array[..., 0]  # gray + alpha
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
         raise ImageReadError(f"{source}: unsupported image shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise ImageReadError(
+            f"{source}: float image holds {bad} NaN or infinite pixel value(s), which would "
+            "decode as black; replace them (e.g. with the image's minimum) and save it again"
+        )
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:
@@ -138,6 +156,8 @@ def image_size(path: PathLike) -> tuple[int, int]:
             width, height = img.size
             if _exif_orientation(img) in ROTATING_ORIENTATIONS:
                 width, height = height, width
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
     except (UnidentifiedImageError, OSError) as err:
         raise ImageReadError(f"{path}: unreadable image ({err})") from err
     return height, width

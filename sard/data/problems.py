@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+from sard.user_errors import UserError
+
 logger = logging.getLogger("sard.data")
 
 # How many examples of one kind of problem are quoted in a message.
@@ -20,7 +22,7 @@ MAX_EXAMPLES = 3
 MAX_FATAL_LISTED = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset cannot be used as given; the message names the file(s) and the reason(s)."""
 
 

@@ -50,15 +50,27 @@ def datasets_root(root: str | None = None) -> str:
     return root if root is not None else os.environ.get("DETECTRON2_DATASETS", "datasets")
 
 
-def register_rockfrag(name: str, json_file: str, image_root: str, **metadata: Any) -> None:
+def register_rockfrag(
+    name: str,
+    json_file: str,
+    image_root: str,
+    *,
+    allow_outside_root: bool = False,
+    **metadata: Any,
+) -> None:
     """Register a COCO instance dataset; loading is lazy (on ``DatasetCatalog.get(name)``).
 
     Metadata: json_file, image_root, evaluator_type="sard_promptable" plus ``metadata``;
     thing_classes come from the JSON at first load unless given here (then they are checked).
+    ``allow_outside_root=True`` accepts image file_names outside ``image_root`` (absolute
+    paths, ``../``); by default they are refused, so a JSON cannot make training open any file.
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     DatasetCatalog.register(
-        name, lambda: load_coco_instances(json_file, image_root, dataset_name=name)
+        name,
+        lambda: load_coco_instances(
+            json_file, image_root, dataset_name=name, allow_outside_root=allow_outside_root
+        ),
     )
     MetadataCatalog.get(name).set(
         json_file=json_file,
@@ -75,18 +87,20 @@ def register_rockfrag_semantic(
     *,
     thing_classes: Sequence[str] | None = None,
     boundary_width: int = DEFAULT_BOUNDARY_WIDTH,
+    allow_outside_root: bool = False,
     **metadata: Any,
 ) -> None:
     """Register the semantic view of a COCO instance dataset (see ``sard.data.semantic``).
 
     Classes: ["background", *thing_classes] (+ ["boundary"] when boundary_width > 0);
     evaluator_type "sem_seg", ignore_label 255. Without ``thing_classes`` the stuff classes
-    are set from the JSON's categories at first load.
+    are set from the JSON's categories at first load. ``allow_outside_root``: as in
+    :func:`register_rockfrag`.
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
 
     def load() -> List[Dict[str, Any]]:
-        dicts = load_coco_instances(json_file, image_root)
+        dicts = load_coco_instances(json_file, image_root, allow_outside_root=allow_outside_root)
         meta = MetadataCatalog.get(name)
         if meta.get("stuff_classes") is None:
             from .coco import read_coco_json

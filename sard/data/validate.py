@@ -1,9 +1,11 @@
 """Check a dataset up front and summarise it: images, instances, sizes, problems.
 
 Fatal problems (the dataset cannot be trained on as given): invalid or non-COCO JSON,
-duplicate image/category ids, images without file_name/size, missing or unreadable images,
-images whose real size differs from the JSON. Everything the loader fixes or skips is listed as
-counted warnings, as are images that will be converted (grayscale, RGBA, 16-bit).
+duplicate or malformed image/category ids, images without file_name/size, file_names leaving the
+image root, no categories, no usable instance, missing or unreadable images (NaN pixels, too
+large to decode), images whose real size differs from the JSON. Everything the loader fixes or
+skips is listed as counted warnings, as are images that will be converted (grayscale, RGBA,
+16-bit).
 """
 
 from __future__ import annotations
@@ -92,13 +94,22 @@ def _check_pixels(dicts: List[dict], log: ProblemLog, progress: bool) -> None:
 
 
 def validate_coco_dataset(
-    json_file: str, image_root: str, *, read_images: bool = True, progress: bool = True
+    json_file: str,
+    image_root: str,
+    *,
+    read_images: bool = True,
+    progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> ValidationReport:
-    """Load ``json_file`` recording every problem, optionally decode all images, summarise."""
+    """Load ``json_file`` recording every problem, optionally decode all images, summarise.
+
+    ``allow_outside_root`` accepts file_names outside ``image_root`` (as the loader does)."""
     log = ProblemLog(source=json_file)
     report = ValidationReport(source=json_file)
     try:
-        dicts, classes, _ = parse_coco_instances(json_file, image_root, log, check_files=True)
+        dicts, classes, _ = parse_coco_instances(
+            json_file, image_root, log, check_files=True, allow_outside_root=allow_outside_root
+        )
     except (DatasetError, FileNotFoundError) as err:
         report.fatal.append(str(err))
         return report

@@ -26,6 +26,7 @@ def load_student(
     """
     from sard.config import load_config
     from sard.modeling import build_member
+    from sard.models.checkpoint import require_local_path
 
     cfg = load_config(config_file, list(opts))
     weights = cfg.MODEL.WEIGHTS or cfg.MODEL.STUDENT.WEIGHTS
@@ -34,8 +35,10 @@ def load_student(
             f"{config_file}: no student weights given. Add `MODEL.WEIGHTS path/to/model_final.pth` "
             "(a SARD training checkpoint or a bare student state dict) to the command line."
         )
+    key = "MODEL.WEIGHTS" if cfg.MODEL.WEIGHTS else "MODEL.STUDENT.WEIGHTS"
+    if weights:
+        require_local_path(weights, key)  # a URL is refused: nothing is ever downloaded
     if weights and not os.path.isfile(weights):
-        key = "MODEL.WEIGHTS" if cfg.MODEL.WEIGHTS else "MODEL.STUDENT.WEIGHTS"
         raise FileNotFoundError(f"{key}: checkpoint {weights!r} does not exist")
     cfg.defrost()
     cfg.MODEL.STUDENT.WEIGHTS = weights

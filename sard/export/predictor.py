@@ -258,6 +258,8 @@ class SardPredictor:
                 )
             if point_coords.shape[1] == 0:
                 raise ValueError("point_coords holds no points (N = 0)")
+            if not torch.isfinite(point_coords).all():
+                raise ValueError("point_coords hold NaN or infinite values")
             labels = point_labels.long()
             if labels.numel() and (labels.min() < LABEL_PAD or labels.max() > LABEL_BOX_BR):
                 raise ValueError(f"point_labels must be in -1..3, got {labels.unique().tolist()}")
@@ -269,6 +271,9 @@ class SardPredictor:
         if boxes is not None:
             if boxes.dim() != 2 or boxes.shape[-1] != 4:
                 raise ValueError(f"boxes must be (B, 4) xyxy, got {tuple(boxes.shape)}")
+            if not torch.isfinite(boxes).all():
+                bad = int((~torch.isfinite(boxes)).any(dim=1).nonzero()[0, 0])
+                raise ValueError(f"boxes hold NaN or infinite values (e.g. box #{bad})")
             corners = boxes.float().reshape(-1, 2, 2)
             check_inside(
                 corners.detach().cpu().double().numpy().reshape(-1, 2),

@@ -11,6 +11,7 @@ pixel of the mask).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -19,7 +20,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
-from sard.data.masks import decode_instances, encode_mask
+from sard.data.masks import decode_instances, encode_mask, segmentation_problem
 from sard.data.prompts import sample_prompts
 from sard.prompt_labels import LABEL_POS
 
@@ -78,12 +79,26 @@ def prompts_from_coco(
     for i, a in enumerate(anns):
         if "bbox" not in a:
             raise KeyError(f"annotation {a.get('id')} of image {image['id']} has no bbox")
-        x, y, w, h = (float(v) for v in a["bbox"])
+        bbox = a["bbox"]
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        ):
+            raise ValueError(
+                f"annotation {a.get('id')} of image {image['id']} has bbox {bbox!r}; expected "
+                "[x, y, width, height] of 4 finite numbers"
+            )
+        x, y, w, h = (float(v) for v in bbox)
         boxes[i] = (x, y, x + max(w - 1.0, 0.0), y + max(h - 1.0, 0.0))
     if kind == "box":
         return PromptSet(image["id"], cats, boxes=boxes)
     points = ((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None]
     with_mask = [i for i, a in enumerate(anns) if a.get("segmentation")]
+    for i in with_mask:  # pycocotools would write out of bounds on corrupt RLE counts
+        problem = segmentation_problem(anns[i]["segmentation"], *hw)
+        if problem is not None:
+            raise ValueError(f"annotation {anns[i].get('id')} of image {image['id']}: {problem}")
     if with_mask:
         masks, _, areas = decode_instances([anns[i]["segmentation"] for i in with_mask], *hw)
         keep = np.flatnonzero(areas > 0)

@@ -14,7 +14,7 @@ from fvcore.common.config import CfgNode
 from sard.config import METHODS
 
 from .distiller import SARDDistiller
-from .teacher_cache import TeacherCache
+from .teacher_cache import TeacherCache, state_dict_digest
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,12 @@ def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
     (through ``load_checkpoint``, with its resizing rules), or whatever the family's own
     ``load_weights`` reads (a transformers folder for Mask2Former, a timm ViT state dict).
     """
-    from sard.models.checkpoint import load_checkpoint
+    from sard.models.checkpoint import load_checkpoint, require_local_path
 
     key = f"MODEL.{role.upper()}.WEIGHTS"
     path, unsafe = node.WEIGHTS, node.ALLOW_UNSAFE_PICKLE
+    if path:
+        require_local_path(path, key)  # a URL is refused: nothing is ever downloaded
     if not path:
         warnings.warn(
             f"{key} is empty: the {role} ({node.FAMILY} {node.SIZE}) is randomly initialised",
@@ -145,6 +147,33 @@ def _tap_channels(model: nn.Module, taps, role: str):
     return [model.tap_channels[t] for t in taps]
 
 
+def teacher_cache_identity(
+    cfg: CfgNode, teacher: nn.Module, promptable: bool, structure: Dict
+) -> Dict:
+    """What the teacher cache's entries depend on, besides the input image (see
+    ``sard.modeling.teacher_cache``): the teacher (family, size, architecture overrides, image
+    size and a digest of the weights actually loaded, so another checkpoint or a random init
+    with another seed is another teacher), the cached outputs (taps, semantic scores, W) and, when
+    W is cached (METHOD sard), its betas, radius and sigma."""
+    t, s = cfg.MODEL.TEACHER, cfg.MODEL.SARD
+    taps = [t.TAP] + [tap for tap in s.REVIEWKD_TAPS if tap != t.TAP]  # as the distiller runs
+    # The outputs every entry must hold (the distiller skips review taps a teacher lacks).
+    outputs = [t.TAP] + (list(s.REVIEWKD_TAPS) if s.METHOD == "reviewkd" else [])
+    outputs += [] if promptable else ["sem_logits"]
+    outputs += ["structure_weight"] if s.METHOD == "sard" else []
+    return {
+        "family": t.FAMILY,
+        "size": t.SIZE,
+        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
+        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
+        "weights": t.WEIGHTS,
+        "weights_digest": state_dict_digest(teacher),
+        "taps": taps,
+        "outputs": sorted(set(outputs)),
+        "structure": dict(structure) if s.METHOD == "sard" else None,
+    }
+
+
 def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
     """Keyword arguments of ``SARDDistiller`` built from ``cfg`` (detectron2's ``from_config``).
 
@@ -185,12 +214,13 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
             **distillation_hparams(cfg, promptable),
         )
     task_loss = PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT) if promptable else None
-    cache = None
-    if s.CACHE.ENABLED and teacher is not None:
-        cache = TeacherCache(s.CACHE.DIR)
     structure = dict(
         beta_e=s.BETA_E, beta_c=s.BETA_C, beta_d=s.BETA_D, radius=s.RADIUS, sigma=s.SIGMA
     )
+    cache = None
+    if s.CACHE.ENABLED and teacher is not None:
+        identity = teacher_cache_identity(cfg, teacher.module, promptable, structure)
+        cache = TeacherCache(s.CACHE.DIR, identity=identity)
     return dict(
         teacher=teacher,
         student=student,

@@ -102,15 +102,16 @@ class SARDDistiller(nn.Module):
         self, images: torch.Tensor, valid_hw: Optional[List] = None
     ) -> Dict[str, torch.Tensor]:
         """Teacher taps (+ W for SARD, + semantic scores for semantic logit methods), cached."""
-        keys = [image_key(im) for im in images] if self.cache is not None else []
         if self.cache is not None:
-            entries = self.cache.get(keys)
+            # The valid region is part of the key: the teacher zeroes the padding beyond it.
+            keys = [image_key(im, hw) for im, hw in zip(images, valid_hw or [None] * len(images))]
+            entries = self.cache.get(keys, images.shape[1:])
             if all(e is not None for e in entries):
                 return stack_entries(entries, images.device, torch.float32)
         with torch.no_grad():
             outputs = self._run_teacher(images, valid_hw)
         if self.cache is not None:
-            self.cache.put(keys, outputs)
+            self.cache.put(keys, outputs, images.shape[1:])
         return outputs
 
     def _run_teacher(

@@ -1,77 +1,227 @@
 """Cache of the frozen teacher's per-image outputs (taps, W, semantic scores) in fp16.
 
 The teacher is by far the most expensive part of a SARD step (SAM ViT-H: ~90 s per 1024 image on
-two CPU cores). Its image-level outputs depend only on the input image, so they are cached under a
-key computed from the exact model-input pixels: the image id is not enough on its own, because a
-random flip or rescale changes the input. Hashing the input makes the key "image id + the
-deterministic part of the transform" by construction, and a flipped view simply gets its own entry.
-Prompt-dependent outputs (a promptable teacher's masks) are recomputed from the cached embedding,
-which costs only the light mask decoder.
+two CPU cores). Its image-level outputs depend only on the teacher and the input image, so they
+are cached under two keys:
+
+* the **teacher identity** (``identity``, given at construction: family, size, architecture, a
+  digest of the loaded weights, taps, image size, the cached output names and, when W is cached,
+  its betas, radius and sigma). Its fingerprint names a sub-folder of the cache directory, so
+  one directory can be shared by several teachers or settings without serving one's outputs to
+  another; ``identity.json`` in that folder says which teacher it belongs to.
+* the **model input** (:func:`image_key`): the exact pixels and, for padded inputs, the valid
+  region. The image id is not enough, because a random flip or rescale changes the input; a
+  flipped view simply gets its own entry.
+
+Every disk entry stores its identity fingerprint, its key, and the shape and SHA-1 of each
+tensor. On reading, an entry that cannot be loaded, belongs to another identity or image, lacks
+an output, or whose tensors do not match their shapes and checksums (replaced by zeros, by
+another shape, truncated) is treated as missing: it is recomputed and rewritten, with a warning
+naming the file. Prompt-dependent outputs (a promptable teacher's masks) are recomputed from the
+cached embedding, which costs only the light mask decoder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
-from typing import Dict, List, Optional
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+logger = logging.getLogger(__name__)
 
-def image_key(image: torch.Tensor) -> str:
-    """SHA-1 of the image's shape and its pixels rounded to uint8 (mapper images are 0-255)."""
+ENTRY_FORMAT = 2  # bump when the entry layout changes; older entries are then recomputed
+IDENTITY_FILE = "identity.json"
+FINGERPRINT_CHARS = 16
+W_SUM_TOLERANCE = 1e-2  # W is stored in fp16; its sum of 1 survives to about 1e-3
+
+
+def image_key(image: torch.Tensor, valid_hw: Optional[Sequence[int]] = None) -> str:
+    """SHA-1 of the image's shape, its pixels rounded to uint8 (mapper images are 0-255) and
+    the valid (unpadded) region ``valid_hw`` when the teacher is told about padding."""
     pixels = image.detach().to("cpu").round().clamp(0, 255).to(torch.uint8).contiguous()
     h = hashlib.sha1(str(tuple(pixels.shape)).encode())
+    if valid_hw is not None:
+        h.update(str(tuple(int(v) for v in valid_hw)).encode())
     h.update(pixels.numpy().tobytes())
     return h.hexdigest()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-1 of a tensor's dtype, shape and bytes (any dtype, bf16 included)."""
+    t = tensor.detach().to("cpu").contiguous()
+    h = hashlib.sha1(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """SHA-1 over a module's parameters and buffers (names, dtypes, shapes, values): the
+    identity of the weights actually loaded, whatever file (or random seed) they came from."""
+    h = hashlib.sha1()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(value).encode())
+    return h.hexdigest()
+
+
+def identity_fingerprint(identity: Dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able identity dict (key order does not matter)."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def _content_problem(tensors: Dict[str, torch.Tensor]) -> Optional[str]:
+    """Checks that hold for any real teacher output, whatever its checksum says: no float
+    tensor is all zeros (features, scores) and W sums to 1 (up to fp16 rounding)."""
+    for name, value in tensors.items():
+        if value.is_floating_point() and value.numel() and not value.any():
+            return f"has {name!r} all zeros, which no teacher output is"
+    weight = tensors.get("structure_weight")
+    if weight is not None and abs(float(weight.float().sum()) - 1.0) > W_SUM_TOLERANCE:
+        return f"has a structure map W summing to {float(weight.float().sum()):.4g}, not 1"
+    return None
 
 
 class TeacherCache:
     """In-memory (``directory=""``) or on-disk store of per-image teacher tensors.
 
-    ``get(keys)`` returns a list (None where missing); ``put(keys, batch)`` stores one dict of
-    tensors per image, each tensor without the batch dimension, as fp16 on the CPU.
+    ``get(keys)`` returns a list (None where missing or unusable); ``put(keys, batch)`` stores one
+    dict of tensors per image, each without the batch dimension, as fp16 on the CPU. With
+    ``identity["outputs"]``, every entry must hold at least those tensors, on both sides.
     Disk files are written atomically (temporary file + rename): a crash never leaves a torn
-    entry.
+    entry. Counters: ``hits``, ``misses`` (including unusable entries) and ``recomputed``
+    (unusable disk entries).
     """
 
-    def __init__(self, directory: str = "") -> None:
-        self.directory = directory
+    def __init__(self, directory: str = "", identity: Optional[Dict[str, Any]] = None) -> None:
+        self.identity = dict(identity or {})
+        self.fingerprint = identity_fingerprint(self.identity)
+        self.outputs = sorted(self.identity["outputs"]) if "outputs" in self.identity else None
+        self.directory = os.path.join(directory, self.fingerprint) if directory else ""
         self._memory: Dict[str, Dict[str, torch.Tensor]] = {}
+        # Shapes per image shape seen in this process: every entry must agree with the first.
+        self._layout: Dict[Tuple[int, ...], Dict[str, Tuple[int, ...]]] = {}
         self.hits = 0
         self.misses = 0
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+        self.recomputed = 0
+        if self.directory:
+            os.makedirs(self.directory, exist_ok=True)
+            self._write_identity()
+
+    def _write_identity(self) -> None:
+        path = os.path.join(self.directory, IDENTITY_FILE)
+        if os.path.isfile(path):
+            return
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.identity, f, indent=1, sort_keys=True, default=str)
+        os.replace(tmp, path)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.pt")
 
-    def _load(self, key: str) -> Optional[Dict[str, torch.Tensor]]:
+    # ------------------------------------------------------------------ reading
+    def _load(self, key: str, layout_key: Tuple[int, ...]) -> Optional[Dict[str, torch.Tensor]]:
         if not self.directory:
             return self._memory.get(key)
         path = self._path(key)
         if not os.path.isfile(path):
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+            problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
+        else:
+            problem = self._entry_problem(raw, key)
+        if problem is None:
+            tensors = raw["tensors"]
+            problem = self._layout_problem(tensors, layout_key)
+        if problem is not None:
+            self.recomputed += 1
+            message = f"teacher cache entry {path} {problem}; recomputing it"
+            warnings.warn(message, stacklevel=3)
+            logger.warning(message)
+            return None
+        return tensors
 
-    def get(self, keys: List[str]) -> List[Optional[Dict[str, torch.Tensor]]]:
-        found = [self._load(k) for k in keys]
+    def _entry_problem(self, raw: Any, key: str) -> Optional[str]:
+        """Why a loaded disk entry is unusable, or None."""
+        if not isinstance(raw, dict) or raw.get("format") != ENTRY_FORMAT:
+            return "is not a teacher cache entry of this SARD version"
+        if raw.get("identity") != self.fingerprint or raw.get("key") != key:
+            return "belongs to another teacher, setting or image"
+        tensors, shapes, digests = raw.get("tensors"), raw.get("shapes"), raw.get("sha1")
+        if not (
+            isinstance(tensors, dict) and isinstance(shapes, dict) and isinstance(digests, dict)
+        ):
+            return "lacks its tensors, shapes or checksums"
+        if self.outputs is not None and not set(self.outputs) <= set(tensors):
+            return f"holds {sorted(tensors)}, not all of the expected outputs {self.outputs}"
+        for name, value in tensors.items():
+            if not torch.is_tensor(value):
+                return f"holds a {type(value).__name__} as {name!r}"
+            if list(value.shape) != list(shapes.get(name, [])):
+                return f"has {name!r} of shape {tuple(value.shape)}, recorded {shapes.get(name)}"
+            if tensor_digest(value) != digests.get(name):
+                return f"has {name!r} whose checksum does not match (replaced or damaged)"
+        return _content_problem(tensors)
+
+    def _layout_problem(
+        self, tensors: Dict[str, torch.Tensor], layout_key: Tuple[int, ...]
+    ) -> Optional[str]:
+        shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+        known = self._layout.setdefault(layout_key, shapes)
+        if known != shapes:
+            return f"has shapes {shapes}, but entries of this image size have {known}"
+        return None
+
+    def get(
+        self, keys: List[str], image_shape: Sequence[int] = ()
+    ) -> List[Optional[Dict[str, torch.Tensor]]]:
+        """Entries for ``keys`` (None where missing or unusable); ``image_shape`` (C, H, W)
+        groups entries whose tensor shapes must agree."""
+        layout_key = tuple(int(v) for v in image_shape)
+        found = [self._load(k, layout_key) for k in keys]
         hits = sum(f is not None for f in found)
         self.hits += hits
         self.misses += len(keys) - hits
         return found
 
-    def put(self, keys: List[str], batch: Dict[str, torch.Tensor]) -> None:
+    # ------------------------------------------------------------------ writing
+    def put(
+        self, keys: List[str], batch: Dict[str, torch.Tensor], image_shape: Sequence[int] = ()
+    ) -> None:
+        """Store image i of every batched tensor under ``keys[i]``."""
+        if self.outputs is not None and not set(self.outputs) <= set(batch):
+            raise RuntimeError(
+                f"teacher outputs {sorted(batch)} lack some of the cache identity's "
+                f"{self.outputs}: the cache identity is built wrongly"
+            )
+        layout_key = tuple(int(v) for v in image_shape)
         for i, key in enumerate(keys):
             entry = {
                 name: t[i].detach().to("cpu", torch.float16 if t.is_floating_point() else t.dtype)
                 for name, t in batch.items()
             }
+            self._layout.setdefault(layout_key, {n: tuple(t.shape) for n, t in entry.items()})
             if not self.directory:
                 self._memory[key] = entry
                 continue
+            record = {
+                "format": ENTRY_FORMAT,
+                "identity": self.fingerprint,
+                "key": key,
+                "tensors": entry,
+                "shapes": {name: list(t.shape) for name, t in entry.items()},
+                "sha1": {name: tensor_digest(t) for name, t in entry.items()},
+            }
             tmp = self._path(key) + f".tmp{os.getpid()}"
-            torch.save(entry, tmp)
+            torch.save(record, tmp)
             os.replace(tmp, self._path(key))
 
     def __len__(self) -> int:

@@ -6,10 +6,13 @@ Importing this package imports every family module so that its ``@register_model
 from .base import PromptableOutput, Prompts, SemanticOutput
 from .checkpoint import (
     CheckpointMismatchError,
+    CorruptCheckpointError,
     LoadReport,
+    RemoteWeightsError,
     UnsafeCheckpointError,
     load_checkpoint,
     read_state_dict,
+    require_local_path,
 )
 from .efficient_sam import EfficientSam, build_efficient_sam
 from .frozen import FrozenTeacher
@@ -21,12 +24,14 @@ from .sam import SamModel, build_sam
 __all__ = [
     "MODEL_REGISTRY",
     "CheckpointMismatchError",
+    "CorruptCheckpointError",
     "EfficientSam",
     "FrozenTeacher",
     "LoadReport",
     "PromptableOutput",
     "Prompts",
     "SamModel",
+    "RemoteWeightsError",
     "SemanticOutput",
     "UnsafeCheckpointError",
     "build_efficient_sam",
@@ -36,4 +41,5 @@ __all__ = [
     "load_checkpoint",
     "read_state_dict",
     "register_model",
+    "require_local_path",
 ]

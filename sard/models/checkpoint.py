@@ -1,6 +1,10 @@
 """Loading local checkpoints safely into any ``sard.models`` model.
 
-* Local files only (``.pt``/``.pth``/``.pkl`` read by ``torch.load``, or ``.safetensors``).
+* Local files only (``.pt``/``.pth``/``.pkl`` read by ``torch.load``, or ``.safetensors``): a
+  URL (``http://``, ``s3://``, ...) is refused by :func:`require_local_path`; nothing is ever
+  downloaded.
+* An empty, truncated or damaged file, or one that is not a checkpoint at all, is a
+  :class:`CorruptCheckpointError` naming the file and what is wrong with it.
 * ``torch.load(..., weights_only=True)`` by default: a file that needs arbitrary Python code to
   unpickle is refused with :class:`UnsafeCheckpointError` before any of that code runs. Trusted
   files of that kind load with ``allow_unsafe_pickle=True`` (config key
@@ -19,7 +23,9 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import re
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +47,80 @@ CONTAINER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 MAX_LISTED = 12
 
 
-class UnsafeCheckpointError(RuntimeError):
+# "scheme://..." is a URL (http, https, s3, gs, hf, ftp, file ...); a Windows "C:\\" is not.
+URL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+PICKLE_PROTOCOL_2_PLUS = b"\x80"  # torch.save's legacy format starts with a pickle
+
+
+class UnsafeCheckpointError(UserError, RuntimeError):
     """The checkpoint needs arbitrary code to unpickle and the caller did not opt in."""
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """The checkpoint's keys or shapes do not fit the model."""
+
+
+class CorruptCheckpointError(UserError, RuntimeError):
+    """The file is empty, truncated, damaged or not a checkpoint at all."""
+
+
+class RemoteWeightsError(UserError, ValueError):
+    """A weights path is a URL: nothing is ever downloaded."""
+
+
+def require_local_path(path: str | Path, key: str = "weights path") -> Path:
+    """``path`` as a local Path; a URL raises :class:`RemoteWeightsError` naming ``key``.
+
+    The promise is that SARD never downloads anything: a URL is refused before any library
+    (fvcore, iopath, torch.hub) could fetch it.
+    """
+    text = str(path)
+    if URL_PATTERN.match(text.strip()):
+        raise RemoteWeightsError(
+            f"{key} {text!r} is a URL, and SARD never downloads anything: download the file "
+            "yourself and give its local path"
+        )
+    return Path(text).expanduser()
+
+
+def _unreadable_reason(file: Path, err: BaseException) -> str:
+    """Why torch could not read ``file``, from its first bytes and size."""
+    size = file.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes): the save or the copy did not finish; copy it again"
+    with open(file, "rb") as f:
+        head = f.read(16)
+    if head.startswith(ZIP_MAGIC):
+        if not zipfile.is_zipfile(file):
+            return (
+                f"is truncated ({size} bytes, the end of its zip archive is missing); "
+                "copy it again"
+            )
+        return f"is damaged: torch cannot read its archive ({_torch_reason(err)}); copy it again"
+    if head.startswith(PICKLE_PROTOCOL_2_PLUS):
+        return f"is truncated or damaged ({size} bytes; torch: {_torch_reason(err)}); copy it again"
+    return (
+        f"is not a PyTorch checkpoint: it starts with {head[:12]!r}, not the zip archive or "
+        "pickle torch.save writes (an HTML error page or a text file saved under that name?); "
+        "check the path"
+    )
+
+
+def _torch_reason(err: BaseException) -> str:
+    """The informative part of a torch.load error (its WeightsUnpickler line, else the first)."""
+    text = str(err).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0][:200] if lines else type(err).__name__) or type(err).__name__
+
+
+def _needs_code(err: BaseException) -> bool:
+    """True when weights_only refused a global (a class or function to import), i.e. the file
+    is a valid pickle that needs code; garbage bytes fail on an unsupported opcode instead."""
+    return "global" in _torch_reason(err).lower()
 
 
 @dataclass
@@ -101,30 +177,63 @@ def _unwrap(obj: object, path: Path, state_key: Optional[str]) -> Dict[str, torc
 def read_state_dict(
     path: str | Path, *, allow_unsafe_pickle: bool = False, state_key: Optional[str] = None
 ) -> Dict[str, torch.Tensor]:
-    """Read a local checkpoint file into a flat {name: tensor} dict on the CPU (see module doc)."""
-    text = str(path)
-    if "://" in text:
-        raise ValueError(f"checkpoint {text!r}: only local paths are accepted (nothing downloads)")
-    file = Path(text).expanduser()
+    """Read a local checkpoint file into a flat {name: tensor} dict on the CPU (see module doc).
+
+    Raises RemoteWeightsError (a URL), FileNotFoundError, UnsafeCheckpointError (needs code to
+    unpickle, not opted in), CorruptCheckpointError (empty, truncated, damaged, not a
+    checkpoint) or CheckpointMismatchError (no state dict inside); each names the file.
+    """
+    file = require_local_path(path, "checkpoint")
     if not file.is_file():
         what = "is a directory, not a file" if file.is_dir() else "does not exist"
         raise FileNotFoundError(f"checkpoint {file} {what}")
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return _unwrap(load_file(str(file)), file, state_key)
+        try:
+            tensors = load_file(str(file))
+        except Exception as err:  # safetensors raises its own SafetensorError for bad headers
+            size = file.stat().st_size
+            state = "is empty (0 bytes)" if size == 0 else f"is damaged ({_torch_reason(err)})"
+            raise CorruptCheckpointError(f"checkpoint {file} {state}; copy it again") from None
+        return _finite(_unwrap(tensors, file, state_key), file)
     try:
         obj = torch.load(file, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as err:
-        if allow_unsafe_pickle:
-            raise
-        reason = str(err).strip().splitlines()[-1][:300] if str(err).strip() else "unknown"
+        if not allow_unsafe_pickle and _needs_code(err):
+            raise UnsafeCheckpointError(
+                f"checkpoint {file} needs arbitrary Python code to unpickle, so it was refused "
+                f"and none of its code ran (torch: {_torch_reason(err)}). If you trust where it "
+                f"came from, opt in with {UNSAFE_OPT_IN}, or re-save it as a plain state dict."
+            ) from None
+        raise CorruptCheckpointError(f"checkpoint {file} {_unreadable_reason(file, err)}") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(f"checkpoint {file} {_unreadable_reason(file, err)}") from None
+    except (AttributeError, ImportError) as err:  # only with allow_unsafe_pickle
         raise UnsafeCheckpointError(
-            f"checkpoint {file} needs arbitrary Python code to unpickle, so it was refused and "
-            f"none of its code ran (torch: {reason}). If you trust where it came from, opt in "
-            f"with {UNSAFE_OPT_IN}, or re-save it as a plain state dict."
+            f"checkpoint {file} was pickled with Python code that is not importable here "
+            f"({type(err).__name__}: {err}); re-save it as a plain state dict where it was made"
         ) from None
-    return _unwrap(obj, file, state_key)
+    return _finite(_unwrap(obj, file, state_key), file)
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """True when every element is finite. A finite sum proves it in one pass without a mask
+    tensor; only a non-finite sum (NaN, inf, or an fp16 overflow) needs the element-wise
+    check."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def _finite(state: Dict[str, torch.Tensor], file: Path) -> Dict[str, torch.Tensor]:
+    """``state`` unchanged, or CorruptCheckpointError when a float tensor holds NaN or infinity
+    (weights saved after training diverged would silently poison a teacher or a student)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not _all_finite(v)]
+    if bad:
+        raise CorruptCheckpointError(
+            f"checkpoint {file} holds NaN or infinite values in {len(bad)} tensor(s) "
+            f"({_listing(bad)}): it was saved after training diverged; use an earlier checkpoint"
+        )
+    return state
 
 
 def _resize_pos_embed(value: torch.Tensor, target: torch.Size) -> Optional[torch.Tensor]:

@@ -20,7 +20,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 
 from .base import SemanticOutput
-from .checkpoint import CheckpointMismatchError, read_state_dict
+from .checkpoint import CheckpointMismatchError, read_state_dict, require_local_path
 from .mask2former_configs import (
     STAGES,
     quiet_backbone_support_warning,
@@ -234,7 +234,9 @@ class Mask2FormerSemantic(nn.Module):
     def load_weights(self, path: str, allow_unsafe_pickle: bool = False) -> None:
         """Load local weights in place: a ``save_pretrained`` directory (architecture checked
         against this model's config), or a state-dict file (see
-        ``load_mask2former_state_file``). Errors name the path and the offending keys."""
+        ``load_mask2former_state_file``). Errors name the path and the offending keys; a URL
+        is refused (nothing is ever downloaded)."""
+        require_local_path(path, "Mask2Former weights path")
         if not os.path.isfile(path):
             loaded = load_mask2former_directory(path, self.config)
             self.model.load_state_dict(loaded.state_dict())
