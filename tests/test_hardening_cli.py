@@ -360,12 +360,6 @@ def test_export_names_a_broken_checkpoint_in_one_line(tmp_path, content):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sard.config.validate_config (the lead's) checks WEIGHTS existence before the URL "
-    "check: it must call sard.models.checkpoint.require_local_path(path, key) first; remove "
-    "this marker then",
-)
 def test_visualize_structure_refuses_teacher_weights_url(tmp_path):
     res = _run(
         "tools/visualize_structure.py",

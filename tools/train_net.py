@@ -87,7 +87,8 @@ def _is_engine_arg(argv, i: int) -> bool:
     return a == "--engine" or a.startswith("--engine=") or (i > 0 and argv[i - 1] == "--engine")
 
 
-def run(argv=None) -> None:
+def run(argv=None) -> int:
+    """Parse, pick the engine, launch; expected errors end as one line (``sard.user_errors``)."""
     args = argument_parser().parse_args(argv)
     if resolve_engine(args.engine) == "detectron2":
         # Hand over to the detectron2 project's own script (same flags, minus --engine), so
@@ -110,4 +111,6 @@ def run(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run()
+    from sard.user_errors import run_tool
+
+    sys.exit(run_tool(run))

@@ -66,5 +66,11 @@ def launch_detectron2(args):
     )
 
 
+def run(argv=None) -> None:
+    launch_detectron2(default_argument_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    launch_detectron2(default_argument_parser().parse_args())
+    from sard.user_errors import run_tool
+
+    sys.exit(run_tool(run))  # expected errors (bad key, missing file, divergence): one line

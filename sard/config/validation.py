@@ -8,36 +8,26 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from typing import Any, List, Optional
 
 import yaml
 from fvcore.common.config import CfgNode
 
+from sard.local_paths import require_local_path
+from sard.user_errors import UserError
+
 from .sard_config import METHODS
 
-# Anything with a scheme ("http://", "s3://", "detectron2://", "file://") is not a local path.
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the key (or file) and the fix."""
-
-
-def is_remote_path(path: str) -> bool:
-    """True for URLs and other non-local paths: SARD never downloads anything."""
-    return bool(_URL.match(str(path)))
 
 
 def check_local_weights(key: str, path: str, what: str = "checkpoint") -> None:
     """``path`` (the value of ``key``) is empty or an existing local file or folder."""
     if not path:
         return
-    if is_remote_path(path):
-        raise ConfigError(
-            f"{key}={path!r} is a URL: SARD never downloads anything. Download the {what} "
-            f"yourself and set {key} to the local file."
-        )
+    require_local_path(path, key)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{key}: {path!r} does not exist. Put the {what} there, or set " f"{key} to its path."

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
-from sard.config.validation import is_remote_path
+from sard.local_paths import require_local_path
+from sard.models.checkpoint import load_checkpoint_file
+from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +44,11 @@ _TMP = re.compile(r"^(?P<target>.+)\.tmp(?P<pid>\d+)$")
 _PERIODIC = re.compile(r"^model_(?P<it>\d{7})\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be read or does not fit the model."""
 
 
-class CheckpointSaveError(OSError):
+class CheckpointSaveError(UserError, OSError):
     """A checkpoint could not be written; the previous one is intact."""
 
 
@@ -109,26 +111,11 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     Refuses URLs (nothing is downloaded) and turns an empty, truncated or foreign file into one
     ``CheckpointError`` line naming the file.
     """
-    if is_remote_path(path):
-        raise CheckpointError(
-            f"MODEL.WEIGHTS={path!r} is a URL: SARD never downloads anything. Download the file "
-            "yourself and set MODEL.WEIGHTS to its local path."
-        )
+    require_local_path(path, "MODEL.WEIGHTS")
     if not os.path.isfile(path):
         what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "does not exist"
         raise FileNotFoundError(f"checkpoint {path} {what}")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted copy?")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, random bytes, a pickle with code, ...
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
-        kind = (
-            "needs arbitrary Python code to unpickle (refused; none of it ran)"
-            if ("weights_only" in str(err) or "Unsupported global" in str(err))
-            else "is not a readable PyTorch checkpoint (truncated or another format)"
-        )
-        raise CheckpointError(f"checkpoint {path} {kind}: {reason}") from None
+    obj = load_checkpoint_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     if "model" not in obj:
@@ -254,11 +241,8 @@ class SardCheckpointMixin:
 
     # -------------------------------------------------------------- loading
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
-        if path and is_remote_path(path):
-            raise CheckpointError(
-                f"MODEL.WEIGHTS={path!r} is a URL: SARD never downloads anything. Download the "
-                "file yourself and set MODEL.WEIGHTS to its local path."
-            )
+        if path:
+            require_local_path(path, "MODEL.WEIGHTS")
         if path and not os.path.exists(path):
             raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint {path!r} does not exist")
         self._loading = path

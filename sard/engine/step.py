@@ -17,6 +17,8 @@ from typing import Dict, List
 import torch
 from fvcore.common.config import CfgNode
 
+from sard.user_errors import UserError
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss of ``iteration`` is NaN or Inf; the weights were not touched."""
@@ -26,6 +28,10 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(f"loss became {total} at iteration {iteration} (terms: {terms})")
         self.iteration = iteration
         self.terms = terms
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """Training stopped on a non-finite loss; the message names the last good checkpoint."""
 
 
 def nonfinite_loss_message(err: NonFiniteLossError, last_good: str | None) -> str:

@@ -32,7 +32,8 @@ from .checkpoint import AtomicCheckpointer, rng_state, set_rng_state
 from .data import TrainStream, build_test_loader, build_train_loader
 from .metrics import MetricsWriter, flatten_results
 from .solver import build_lr_scheduler, build_optimizer
-from .step import NonFiniteLossError, Precision, forward_backward, nonfinite_loss_message
+from .step import NonFiniteLossError, Precision, TrainingDiverged, forward_backward
+from .step import nonfinite_loss_message
 from .step import optimizer_step
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class Trainer:
         except NonFiniteLossError as err:
             comm.synchronize()
             last_good = self.checkpointer.quarantine_diverged(it)
-            raise FloatingPointError(nonfinite_loss_message(err, last_good)) from None
+            raise TrainingDiverged(nonfinite_loss_message(err, last_good)) from None
         optimizer_step(self.optimizer, self.precision)
         self.scheduler.step()
         return {k: float(v) for k, v in loss_dict.items()}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import re
 import warnings
 import zipfile
 from collections import Counter
@@ -35,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sard.local_paths import RemoteWeightsError, require_local_path  # noqa: F401 (re-exported)
 from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ MAX_LISTED = 12
 
 
 # "scheme://..." is a URL (http, https, s3, gs, hf, ftp, file ...); a Windows "C:\\" is not.
-URL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 PICKLE_PROTOCOL_2_PLUS = b"\x80"  # torch.save's legacy format starts with a pickle
 
@@ -63,25 +62,6 @@ class CheckpointMismatchError(UserError, RuntimeError):
 
 class CorruptCheckpointError(UserError, RuntimeError):
     """The file is empty, truncated, damaged or not a checkpoint at all."""
-
-
-class RemoteWeightsError(UserError, ValueError):
-    """A weights path is a URL: nothing is ever downloaded."""
-
-
-def require_local_path(path: str | Path, key: str = "weights path") -> Path:
-    """``path`` as a local Path; a URL raises :class:`RemoteWeightsError` naming ``key``.
-
-    The promise is that SARD never downloads anything: a URL is refused before any library
-    (fvcore, iopath, torch.hub) could fetch it.
-    """
-    text = str(path)
-    if URL_PATTERN.match(text.strip()):
-        raise RemoteWeightsError(
-            f"{key} {text!r} is a URL, and SARD never downloads anything: download the file "
-            "yourself and give its local path"
-        )
-    return Path(text).expanduser()
 
 
 def _unreadable_reason(file: Path, err: BaseException) -> str:
@@ -174,6 +154,31 @@ def _unwrap(obj: object, path: Path, state_key: Optional[str]) -> Dict[str, torc
     return tensors
 
 
+def load_checkpoint_file(file: str | Path, *, allow_unsafe_pickle: bool = False) -> object:
+    """``torch.load`` of a local file on the CPU (weights only unless opted in), with every
+    failure turned into one line naming the file: UnsafeCheckpointError (needs code to unpickle)
+    or CorruptCheckpointError (empty, truncated, damaged, not a checkpoint)."""
+    file = Path(file)
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=not allow_unsafe_pickle)
+    except pickle.UnpicklingError as err:
+        if not allow_unsafe_pickle and _needs_code(err):
+            raise UnsafeCheckpointError(
+                f"checkpoint {file} needs arbitrary Python code to unpickle, so it was refused "
+                f"and none of its code ran (torch: {_torch_reason(err)}). If you trust where it "
+                f"came from, opt in with {UNSAFE_OPT_IN}, or re-save it as a plain state dict."
+            ) from None
+        raise CorruptCheckpointError(f"checkpoint {file} {_unreadable_reason(file, err)}") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(f"checkpoint {file} {_unreadable_reason(file, err)}") from None
+    except (AttributeError, ImportError) as err:  # only with allow_unsafe_pickle
+        raise UnsafeCheckpointError(
+            f"checkpoint {file} was pickled with Python code that is not importable here "
+            f"({type(err).__name__}: {err}); re-save it as a plain state dict where it was made"
+        ) from None
+    return obj
+
+
 def read_state_dict(
     path: str | Path, *, allow_unsafe_pickle: bool = False, state_key: Optional[str] = None
 ) -> Dict[str, torch.Tensor]:
@@ -197,23 +202,7 @@ def read_state_dict(
             state = "is empty (0 bytes)" if size == 0 else f"is damaged ({_torch_reason(err)})"
             raise CorruptCheckpointError(f"checkpoint {file} {state}; copy it again") from None
         return _finite(_unwrap(tensors, file, state_key), file)
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=not allow_unsafe_pickle)
-    except pickle.UnpicklingError as err:
-        if not allow_unsafe_pickle and _needs_code(err):
-            raise UnsafeCheckpointError(
-                f"checkpoint {file} needs arbitrary Python code to unpickle, so it was refused "
-                f"and none of its code ran (torch: {_torch_reason(err)}). If you trust where it "
-                f"came from, opt in with {UNSAFE_OPT_IN}, or re-save it as a plain state dict."
-            ) from None
-        raise CorruptCheckpointError(f"checkpoint {file} {_unreadable_reason(file, err)}") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise CorruptCheckpointError(f"checkpoint {file} {_unreadable_reason(file, err)}") from None
-    except (AttributeError, ImportError) as err:  # only with allow_unsafe_pickle
-        raise UnsafeCheckpointError(
-            f"checkpoint {file} was pickled with Python code that is not importable here "
-            f"({type(err).__name__}: {err}); re-save it as a plain state dict where it was made"
-        ) from None
+    obj = load_checkpoint_file(file, allow_unsafe_pickle=allow_unsafe_pickle)
     return _finite(_unwrap(obj, file, state_key), file)
 
 

@@ -38,6 +38,7 @@ from sard.engine.solver import build_lr_scheduler, build_optimizer
 from sard.engine.step import (
     NonFiniteLossError,
     Precision,
+    TrainingDiverged,
     forward_backward,
     nonfinite_loss_message,
     optimizer_step,
@@ -167,7 +168,7 @@ class Trainer(DefaultTrainer):
         except NonFiniteLossError as err:
             comm.synchronize()
             last_good = self.checkpointer.quarantine_diverged(self.iter)
-            raise FloatingPointError(nonfinite_loss_message(err, last_good)) from None
+            raise TrainingDiverged(nonfinite_loss_message(err, last_good)) from None
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
