@@ -301,3 +301,13 @@ def test_resume_takes_the_iteration_from_output_dir_not_from_model_weights(tiny_
     second.train()
     lines = [json.loads(x) for x in open(tmp_path / "b" / "metrics.json")]
     assert [x["iteration"] for x in lines if "total_loss" in x] == [0, 1]
+
+
+def test_teacher_cache_under_bf16_autocast_on_the_cpu(tiny_synth, tmp_path):
+    """The warm epoch reads fp16 entries inside autocast (it crashed in torch.stack)."""
+    opts = ["MODEL.SARD.CACHE.ENABLED", "True", "INPUT.RANDOM_FLIP", "none"]
+    opts += ["SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]
+    trainer = Trainer(tiny_cfg("sam", str(tmp_path), *opts))
+    assert trainer.precision.enabled and trainer.precision.dtype == torch.bfloat16
+    trainer.train()
+    assert trainer.model.cache.hits == 4

@@ -83,7 +83,7 @@ def effective_settings(cfg: CfgNode) -> Dict[str, Any]:
             if clip.ENABLED
             else None
         ),
-        "amp": bool(s.AMP.ENABLED),
+        "amp": (str(s.AMP.DTYPE) or "auto") if s.AMP.ENABLED else None,
         "checkpoint_period": int(s.CHECKPOINT_PERIOD),
         "log_period": int(s.LOG_PERIOD),
         "eval_period": int(cfg.TEST.EVAL_PERIOD),

@@ -88,6 +88,9 @@ def add_sard_config(cfg: CfgNode) -> None:
     _set_default(cfg.SOLVER, "MAX_EPOCHS", 0)  # > 0 overrides MAX_ITER: epochs * images / batch
     _set_default(cfg.SOLVER, "POLY_LR_POWER", 0.9)  # exponent of WarmupPolyLR
     _set_default(cfg.SOLVER, "LOG_PERIOD", 20)  # iterations between metric logs
+    # SOLVER.AMP.ENABLED's autocast dtype: "" = float16 with a GradScaler on CUDA, bfloat16 on
+    # the CPU; "bfloat16" (no GradScaler) or "float16" (CUDA only) to choose.
+    _set_default(cfg.SOLVER.AMP, "DTYPE", "")
 
     _set_default(cfg.TEST, "MAX_PROMPTS", 0)  # prompts per test image; 0 = every instance
     _set_default(cfg.TEST, "PROMPT_CHUNK", 64)  # prompts decoded at once at evaluation

@@ -131,6 +131,17 @@ def check_solver_values(cfg: CfgNode) -> None:
         s.WEIGHT_DECAY,
         "set a finite weight decay >= 0",
     )
+    _check(
+        s.AMP.DTYPE in ("", "float16", "bfloat16"),
+        "SOLVER.AMP.DTYPE",
+        s.AMP.DTYPE,
+        'choose "" (float16 on CUDA, bfloat16 on the CPU), "float16" or "bfloat16"',
+    )
+    if s.AMP.DTYPE == "float16" and s.AMP.ENABLED and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+        raise ConfigError(
+            'SOLVER.AMP.DTYPE="float16" needs MODEL.DEVICE cuda: autocast on the '
+            'CPU runs in bfloat16 (set SOLVER.AMP.DTYPE "" or "bfloat16")'
+        )
     clip = s.CLIP_GRADIENTS
     if clip.ENABLED:
         _check(

@@ -5,8 +5,8 @@ autocast, refuse a non-finite loss BEFORE any gradient or weight changes, backwa
 a GradScaler is active). ``optimizer_step``: ``scaler.step`` (which unscales, then calls the
 optimizer's ``step``, which clips: ``sard.engine.solver``) and ``scaler.update``.
 
-Mixed precision (``SOLVER.AMP.ENABLED``): float16 with a GradScaler on CUDA, bfloat16 without
-one on the CPU (float16 autocast is not supported there), in both engines.
+Mixed precision (``SOLVER.AMP.ENABLED``), in both engines: ``SOLVER.AMP.DTYPE`` "" means float16
+with a GradScaler on CUDA and bfloat16 on the CPU; "bfloat16" never needs a GradScaler.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class Precision:
     @classmethod
     def from_cfg(cls, cfg: CfgNode, device: torch.device) -> "Precision":
         enabled = bool(cfg.SOLVER.AMP.ENABLED)
-        fp16 = enabled and device.type == "cuda"
+        dtype = str(cfg.SOLVER.AMP.DTYPE) or ("float16" if device.type == "cuda" else "bfloat16")
+        fp16 = enabled and dtype == "float16"
         return cls(
             enabled=enabled,
             dtype=torch.float16 if fp16 else torch.bfloat16,

@@ -233,8 +233,12 @@ class TeacherCache:
 def stack_entries(
     entries: List[Dict[str, torch.Tensor]], device: torch.device, dtype: torch.dtype
 ) -> Dict[str, torch.Tensor]:
-    """Inverse of ``put``: stack per-image entries back into batched tensors on ``device``."""
+    """Inverse of ``put``: stack per-image entries back into batched tensors on ``device``.
+
+    Each fp16 entry is cast before stacking: under CPU bf16 autocast, stacking fp16 tensors
+    raises ("Unexpected floating ScalarType in at::autocast::prioritize").
+    """
     return {
-        name: torch.stack([e[name] for e in entries]).to(device=device, dtype=dtype)
+        name: torch.stack([e[name].to(device=device, dtype=dtype) for e in entries])
         for name in entries[0]
     }
