@@ -311,3 +311,13 @@ def test_teacher_cache_under_bf16_autocast_on_the_cpu(tiny_synth, tmp_path):
     assert trainer.precision.enabled and trainer.precision.dtype == torch.bfloat16
     trainer.train()
     assert trainer.model.cache.hits == 4
+
+
+@pytest.mark.parametrize("kind", ["m2f", "vit"])
+def test_semantic_evaluation_at_another_input_size(kind, tiny_synth, tmp_path):
+    """64 px images trained at 96 px: predictions come back at 64 px and are compared with
+    the labels at 64 px (the evaluator used to take the 96 px training labels and fail)."""
+    trainer = Trainer(tiny_cfg(kind, str(tmp_path), "INPUT.IMAGE_SIZE", "(96, 96)"))
+    results = trainer.train()
+    (task,) = results.values()
+    assert 0.0 <= task["sem_seg"]["mIoU"] <= 100.0

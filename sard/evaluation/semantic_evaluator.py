@@ -118,7 +118,8 @@ def _to_numpy(x: Any) -> np.ndarray:
 class SemSegBoundaryEvaluator(DatasetEvaluator):
     """mIoU, fwIoU, mACC, pACC (detectron2's definitions) and per-class boundary IoU, mBIoU.
 
-    process(inputs, outputs): GT from inputs[i]["sem_seg"] (H, W) integer labels, or, if absent,
+    process(inputs, outputs): GT from inputs[i]["sem_seg_orig"] (the mapper's labels at the
+    original size, at evaluation) or inputs[i]["sem_seg"] (H, W) integer labels, or, if absent,
     from the PNG at inputs[i]["sem_seg_file_name"]; ignore_label marks unlabelled pixels.
     Prediction outputs[i]["sem_seg"]: (K, H, W) scores (argmax taken) or (H, W) labels, at the GT
     resolution. Intersections and unions of class boundaries are summed over the dataset
@@ -168,7 +169,11 @@ class SemSegBoundaryEvaluator(DatasetEvaluator):
         self._b_union = np.zeros(k, dtype=np.int64)
 
     def _load_gt(self, inp: Dict[str, Any], k: int) -> np.ndarray:
-        if "sem_seg" in inp:
+        # The mapper's "sem_seg" is at the model's input size; predictions come back at the
+        # original size, as does the evaluation-time "sem_seg_orig".
+        if "sem_seg_orig" in inp:
+            gt = _to_numpy(inp["sem_seg_orig"])
+        elif "sem_seg" in inp:
             gt = _to_numpy(inp["sem_seg"])
         elif "sem_seg_file_name" in inp:
             with Image.open(inp["sem_seg_file_name"]) as img:
