@@ -54,109 +54,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Per step: the script and its arguments at full size (a GPU) and with --quick (tiny, CPU).
+BENCHMARKS = {
+    "bench_structure": ("tools/bench_structure.py", "",
+                        "--batch 1 --channels 8 --size 16 --reps 1 --warmup 0 --radii 3"),
+    "bench_losses": ("tools/bench_losses.py", "--amp",
+                     "--batch 1 --channels 16 --size 8 --dim 16 --repeats 1 --warmup 0"),
+    "bench_train": ("tools/bench_train.py",
+                    "--image-size 1024 --teacher-size vit_b --student-size ti --batch 4",
+                    "--image-size 64 --iters 1 --rounds 1 --methods none sard "
+                    "--teacher-embed-dim 32 --teacher-depth 1"),
+}  # fmt: skip
+
+
 def benchmark_commands(device: str, quick: bool) -> List[tuple]:
     """(name, argv, time limit in s) of the test and benchmark steps."""
     py = sys.executable
     tests = [os.path.join("tests", f) for f in sorted(os.listdir(os.path.join(REPO, "tests")))]
     tests = [t for t in tests if re.match(r"tests/test_structure.*\.py$", t)]
-    if quick:
-        return [
-            (
-                "structure tests",
-                [py, "-m", "pytest", "-q", "-x", tests[0], "-k", "distribution"],
-                300,
-            ),
-            (
-                "bench_structure",
-                [
-                    py,
-                    "tools/bench_structure.py",
-                    "--device",
-                    device,
-                    "--batch",
-                    "1",
-                    "--channels",
-                    "8",
-                    "--size",
-                    "16",
-                    "--reps",
-                    "1",
-                    "--warmup",
-                    "0",
-                    "--radii",
-                    "3",
-                ],
-                300,
-            ),
-            (
-                "bench_losses",
-                [
-                    py,
-                    "tools/bench_losses.py",
-                    "--device",
-                    device,
-                    "--batch",
-                    "1",
-                    "--channels",
-                    "16",
-                    "--size",
-                    "8",
-                    "--dim",
-                    "16",
-                    "--repeats",
-                    "1",
-                    "--warmup",
-                    "0",
-                ],
-                300,
-            ),
-            (
-                "bench_train",
-                [
-                    py,
-                    "tools/bench_train.py",
-                    "--device",
-                    device,
-                    "--image-size",
-                    "64",
-                    "--iters",
-                    "1",
-                    "--rounds",
-                    "1",
-                    "--methods",
-                    "none",
-                    "sard",
-                    "--teacher-embed-dim",
-                    "32",
-                    "--teacher-depth",
-                    "1",
-                ],
-                300,
-            ),
-        ]
-    return [
-        ("structure tests", [py, "-m", "pytest", "-q", *tests], 120),
-        ("bench_structure", [py, "tools/bench_structure.py", "--device", device], 60),
-        ("bench_losses", [py, "tools/bench_losses.py", "--device", device, "--amp"], 60),
-        (
-            "bench_train",
-            [
-                py,
-                "tools/bench_train.py",
-                "--device",
-                device,
-                "--image-size",
-                "1024",
-                "--teacher-size",
-                "vit_b",
-                "--student-size",
-                "ti",
-                "--batch",
-                "4",
-            ],
-            120,
-        ),
-    ]
+    pytest_args = [tests[0], "-x", "-k", "distribution"] if quick else tests
+    steps = [("structure tests", [py, "-m", "pytest", "-q", *pytest_args], 300 if quick else 120)]
+    for name, (script, full, tiny) in BENCHMARKS.items():
+        args = (tiny if quick else full).split()
+        limit = 300 if quick else (120 if name == "bench_train" else 60)
+        steps.append((name, [py, script, "--device", device, *args], limit))
+    return steps
 
 
 def run_command(name: str, argv: List[str], limit: int) -> Dict:
@@ -240,14 +162,14 @@ def paper_config_run(device: str, quick: bool, iters: int, out: str) -> Dict:
     times, cold = [], []
     step = trainer.run_step
 
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
     def timed_step(net, batch_inputs, it):
         misses = trainer.model.cache.misses
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         losses = step(net, batch_inputs, it)
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
         cold.append(trainer.model.cache.misses > misses)
         return losses
