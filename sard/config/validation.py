@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import yaml
 from fvcore.common.config import CfgNode
@@ -65,158 +65,87 @@ def check_yaml_file(path: str, _chain: Optional[List[str]] = None) -> None:
         check_yaml_file(base_path, chain + [real])
 
 
-def _check(cond: bool, key: str, value: Any, need: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}={value!r}: {need}")
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _number_in(low: float, high: float = math.inf, low_open: bool = False):
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and v <= high
+
+    return ok
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _pair(item_ok: Callable[[Any], bool], ordered: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        pair = tuple(v) if isinstance(v, (list, tuple)) else ()
+        return (
+            len(pair) == 2 and all(item_ok(x) for x in pair) and (not ordered or pair[0] <= pair[1])
+        )
+
+    return ok
 
 
-def check_solver_values(cfg: CfgNode) -> None:
-    """Counts, periods, sizes and rates are of the right type and range."""
+def _always(cfg: CfgNode) -> bool:
+    return True
+
+
+def _by_iterations(cfg: CfgNode) -> bool:
+    return not _number_in(0, low_open=True)(cfg.SOLVER.MAX_EPOCHS)
+
+
+def _clipping(cfg: CfgNode) -> bool:
+    return bool(cfg.SOLVER.CLIP_GRADIENTS.ENABLED)
+
+
+# (key, test of its value, what to set, when the rule applies)
+VALUE_RULES: List[Tuple[str, Callable[[Any], bool], str, Callable[[CfgNode], bool]]] = [
+    ("SOLVER.IMS_PER_BATCH", _int_at_least(1), "set the global batch size to an integer >= 1", _always),
+    ("SOLVER.MAX_EPOCHS", _number_in(0), "set a number of epochs >= 0 (0 = use SOLVER.MAX_ITER)", _always),
+    ("SOLVER.MAX_ITER", _int_at_least(1), "set the number of iterations to an integer >= 1 (or SOLVER.MAX_EPOCHS > 0)", _by_iterations),
+    ("SOLVER.CHECKPOINT_PERIOD", _int_at_least(1), "set a period of at least 1 iteration", _always),
+    ("SOLVER.LOG_PERIOD", _int_at_least(1), "set a period of at least 1 iteration", _always),
+    ("SOLVER.WARMUP_ITERS", _int_at_least(0), "set an integer >= 0 (0 = no warm-up)", _always),
+    ("SOLVER.WARMUP_FACTOR", _number_in(0, 1), "set the warm-up start factor in [0, 1]", _always),
+    ("SOLVER.BASE_LR", _number_in(0, low_open=True), "set a finite learning rate > 0", _always),
+    ("SOLVER.WEIGHT_DECAY", _number_in(0), "set a finite weight decay >= 0", _always),
+    ("SOLVER.AMP.DTYPE", lambda v: v in ("", "float16", "bfloat16"), 'choose "" (float16 on CUDA, bfloat16 on the CPU), "float16" or "bfloat16"', _always),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", lambda v: v in ("full_model", "norm", "value"), 'choose "full_model", "norm" or "value"', _clipping),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", _number_in(0, low_open=True), "set a finite value > 0", _clipping),
+    ("TEST.EVAL_PERIOD", _int_at_least(0), "set an integer >= 0 (0 = only at the end)", _always),
+    ("TEST.MAX_IMAGES", _int_at_least(0), "set an integer >= 0 (0 = all)", _always),
+    ("TEST.MAX_PROMPTS", _int_at_least(0), "set an integer >= 0 (0 = every instance)", _always),
+    ("TEST.PROMPT_CHUNK", _int_at_least(1), "set an integer >= 1", _always),
+    ("DATALOADER.NUM_WORKERS", _int_at_least(0), "set an integer >= 0", _always),
+    ("INPUT.IMAGE_SIZE", _pair(_int_at_least(16)), "set (H, W), two integers >= 16, e.g. (1024, 1024)", _always),
+    ("INPUT.SCALE_JITTER", _pair(_number_in(0, low_open=True), ordered=True), "set (low, high) with 0 < low <= high, e.g. (1.0, 1.0) for none", _always),
+    ("INPUT.PROMPT.MAX_PROMPTS", _int_at_least(1), "set an integer >= 1", _always),
+    ("INPUT.PROMPT.NUM_POINTS", _int_at_least(0), "set an integer >= 0", _always),
+    ("INPUT.PROMPT.NUM_NEG_POINTS", _int_at_least(0), "set an integer >= 0", _always),
+    ("INPUT.PROMPT.BOX_JITTER", _number_in(0), "set a fraction >= 0", _always),
+]  # fmt: skip
+
+
+def _value(cfg: CfgNode, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check_values(cfg: CfgNode) -> None:
+    """Every count, period, size and rate of ``VALUE_RULES`` has the right type and range."""
+    for key, ok, need, applies in VALUE_RULES:
+        if applies(cfg) and not ok(_value(cfg, key)):
+            raise ConfigError(f"{key}={_value(cfg, key)!r}: {need}")
     s = cfg.SOLVER
-    _check(
-        _is_int(s.IMS_PER_BATCH) and s.IMS_PER_BATCH >= 1,
-        "SOLVER.IMS_PER_BATCH",
-        s.IMS_PER_BATCH,
-        "set the global batch size to an integer >= 1",
-    )
-    _check(
-        _is_number(s.MAX_EPOCHS) and s.MAX_EPOCHS >= 0,
-        "SOLVER.MAX_EPOCHS",
-        s.MAX_EPOCHS,
-        "set a number of epochs >= 0 (0 = use SOLVER.MAX_ITER)",
-    )
-    if not (_is_number(s.MAX_EPOCHS) and s.MAX_EPOCHS > 0):
-        _check(
-            _is_int(s.MAX_ITER) and s.MAX_ITER >= 1,
-            "SOLVER.MAX_ITER",
-            s.MAX_ITER,
-            "set the number of iterations to an integer >= 1 (or SOLVER.MAX_EPOCHS > 0)",
-        )
-    for key in ("CHECKPOINT_PERIOD", "LOG_PERIOD"):
-        _check(
-            _is_int(s[key]) and s[key] >= 1,
-            f"SOLVER.{key}",
-            s[key],
-            "set a period of at least 1 iteration",
-        )
-    _check(
-        _is_int(s.WARMUP_ITERS) and s.WARMUP_ITERS >= 0,
-        "SOLVER.WARMUP_ITERS",
-        s.WARMUP_ITERS,
-        "set an integer >= 0 (0 = no warm-up)",
-    )
-    _check(
-        _is_number(s.WARMUP_FACTOR) and 0 <= s.WARMUP_FACTOR <= 1,
-        "SOLVER.WARMUP_FACTOR",
-        s.WARMUP_FACTOR,
-        "set the warm-up start factor in [0, 1]",
-    )
-    _check(
-        _is_number(s.BASE_LR) and s.BASE_LR > 0,
-        "SOLVER.BASE_LR",
-        s.BASE_LR,
-        "set a finite learning rate > 0",
-    )
-    _check(
-        _is_number(s.WEIGHT_DECAY) and s.WEIGHT_DECAY >= 0,
-        "SOLVER.WEIGHT_DECAY",
-        s.WEIGHT_DECAY,
-        "set a finite weight decay >= 0",
-    )
-    _check(
-        s.AMP.DTYPE in ("", "float16", "bfloat16"),
-        "SOLVER.AMP.DTYPE",
-        s.AMP.DTYPE,
-        'choose "" (float16 on CUDA, bfloat16 on the CPU), "float16" or "bfloat16"',
-    )
     if s.AMP.DTYPE == "float16" and s.AMP.ENABLED and not str(cfg.MODEL.DEVICE).startswith("cuda"):
         raise ConfigError(
-            'SOLVER.AMP.DTYPE="float16" needs MODEL.DEVICE cuda: autocast on the '
-            'CPU runs in bfloat16 (set SOLVER.AMP.DTYPE "" or "bfloat16")'
+            'SOLVER.AMP.DTYPE="float16" needs MODEL.DEVICE cuda: autocast on the CPU runs in '
+            'bfloat16 (set SOLVER.AMP.DTYPE "" or "bfloat16")'
         )
-    clip = s.CLIP_GRADIENTS
-    if clip.ENABLED:
-        _check(
-            clip.CLIP_TYPE in ("full_model", "norm", "value"),
-            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
-            clip.CLIP_TYPE,
-            'choose "full_model", "norm" or "value"',
-        )
-        _check(
-            _is_number(clip.CLIP_VALUE) and clip.CLIP_VALUE > 0,
-            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
-            clip.CLIP_VALUE,
-            "set a finite value > 0",
-        )
-    t = cfg.TEST
-    for key in ("EVAL_PERIOD", "MAX_IMAGES", "MAX_PROMPTS"):
-        _check(_is_int(t[key]) and t[key] >= 0, f"TEST.{key}", t[key], "set an integer >= 0")
-    _check(
-        _is_int(t.PROMPT_CHUNK) and t.PROMPT_CHUNK >= 1,
-        "TEST.PROMPT_CHUNK",
-        t.PROMPT_CHUNK,
-        "set an integer >= 1",
-    )
-    _check(
-        _is_int(cfg.DATALOADER.NUM_WORKERS) and cfg.DATALOADER.NUM_WORKERS >= 0,
-        "DATALOADER.NUM_WORKERS",
-        cfg.DATALOADER.NUM_WORKERS,
-        "set an integer >= 0",
-    )
-
-
-def check_input_values(cfg: CfgNode) -> None:
-    """Image size, scale jitter and prompt counts are usable."""
-    i = cfg.INPUT
-    size = tuple(i.IMAGE_SIZE) if isinstance(i.IMAGE_SIZE, (list, tuple)) else ()
-    _check(
-        len(size) == 2 and all(_is_int(v) and v >= 16 for v in size),
-        "INPUT.IMAGE_SIZE",
-        i.IMAGE_SIZE,
-        "set (H, W), two integers >= 16, e.g. (1024, 1024)",
-    )
-    jitter = tuple(i.SCALE_JITTER) if isinstance(i.SCALE_JITTER, (list, tuple)) else ()
-    _check(
-        len(jitter) == 2
-        and all(_is_number(v) and v > 0 for v in jitter)
-        and jitter[0] <= jitter[1],
-        "INPUT.SCALE_JITTER",
-        i.SCALE_JITTER,
-        "set (low, high) with 0 < low <= high, e.g. (1.0, 1.0) for none",
-    )
-    p = i.PROMPT
-    _check(
-        _is_int(p.MAX_PROMPTS) and p.MAX_PROMPTS >= 1,
-        "INPUT.PROMPT.MAX_PROMPTS",
-        p.MAX_PROMPTS,
-        "set an integer >= 1",
-    )
-    _check(
-        _is_int(p.NUM_POINTS) and p.NUM_POINTS >= 0,
-        "INPUT.PROMPT.NUM_POINTS",
-        p.NUM_POINTS,
-        "set an integer >= 0",
-    )
-    _check(
-        _is_int(p.NUM_NEG_POINTS) and p.NUM_NEG_POINTS >= 0,
-        "INPUT.PROMPT.NUM_NEG_POINTS",
-        p.NUM_NEG_POINTS,
-        "set an integer >= 0",
-    )
-    _check(
-        _is_number(p.BOX_JITTER) and p.BOX_JITTER >= 0,
-        "INPUT.PROMPT.BOX_JITTER",
-        p.BOX_JITTER,
-        "set a fraction >= 0",
-    )
 
 
 def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
@@ -236,5 +165,4 @@ def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
             f"MODEL.{role}.WEIGHTS", node.WEIGHTS, f"{node.FAMILY} {node.SIZE} " "checkpoint"
         )
     check_local_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "SARD checkpoint")
-    check_solver_values(cfg)
-    check_input_values(cfg)
+    check_values(cfg)
