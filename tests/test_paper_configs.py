@@ -2,8 +2,8 @@
 
 Each selected top-level config builds its real teacher and student, loads random teacher
 weights written by the test in the official release layout (SAM's .pth, a transformers
-save_pretrained folder, a timm ViT state dict), trains two iterations (one epoch of 4 images at
-batch 2: the MAX_EPOCHS path) and evaluates one image at 128 px, through tools/train_net.py.
+save_pretrained folder, a timm ViT state dict), trains two iterations (one epoch of 2 images at
+batch 1: the MAX_EPOCHS path) and evaluates one image at 128 px, through tools/train_net.py.
 
 One config per distinct (teacher, student) architecture pair runs here: the cityscapes and
 ade20k variants of the Mask2Former and ViT pairs build the same networks as their rockfrag
@@ -68,15 +68,37 @@ def official_weights(tmp_path_factory):
     yield get
 
 
+@pytest.fixture(scope="module")
+def two_image_set(tiny_synth, tmp_path_factory):
+    """The first 2 training images of the tiny synthetic set (train.json + train/) and its
+    validation split, in the by-path layout."""
+    import json
+    import shutil
+
+    src = os.path.join(tiny_synth, "rockfrag_synth")
+    dst = tmp_path_factory.mktemp("two")
+    data = json.load(open(os.path.join(src, "train.json")))
+    keep = {im["id"] for im in data["images"][:2]}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    json.dump(data, open(dst / "train.json", "w"))
+    (dst / "train").mkdir()
+    for im in data["images"]:
+        shutil.copy(os.path.join(src, "train", im["file_name"]), dst / "train" / im["file_name"])
+    shutil.copy(os.path.join(src, "val.json"), dst / "val.json")
+    shutil.copytree(os.path.join(src, "val"), dst / "val")
+    return str(dst)
+
+
 @pytest.mark.parametrize("name", PAIRS)
 def test_paper_config_trains_two_iterations_and_evaluates(
-    name, official_weights, tiny_synth, tmp_path
+    name, official_weights, two_image_set, tmp_path
 ):
     config = os.path.join("configs", name)
     cfg = load_config(os.path.join(REPO, config))
     teacher = cfg.MODEL.TEACHER
     weights = official_weights(teacher.FAMILY, teacher.SIZE, cfg.MODEL.NUM_CLASSES)
-    data = os.path.join(tiny_synth, "rockfrag_synth")
+    data = two_image_set
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -94,9 +116,9 @@ def test_paper_config_trains_two_iterations_and_evaluates(
         "DATASETS.TEST",
         f"('{data}/val.json',)",
         "SOLVER.MAX_EPOCHS",
-        "1",
+        "1",  # one epoch of 2 images at batch 1: 2 iterations
         "SOLVER.IMS_PER_BATCH",
-        "2",
+        "1",
         "SOLVER.LOG_PERIOD",
         "1",
         "TEST.MAX_IMAGES",
@@ -110,7 +132,7 @@ def test_paper_config_trains_two_iterations_and_evaluates(
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     log = (out / "log.txt").read_text()
-    assert "training contract: 2 iterations (1 epochs x 4 images / batch 2)" in log
+    assert "training contract: 2 iterations (1 epochs x 2 images / batch 1)" in log
     assert "loaded" in log  # the teacher's official-layout weights went through the loader
     ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     assert ckpt["iteration"] == 1

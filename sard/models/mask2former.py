@@ -7,6 +7,7 @@ Build with ``build_model("mask2former", size="swin_l" | "r50" | "swin_t" | "tiny
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -89,6 +90,9 @@ def semantic_targets_to_masks(
         class_labels.append(classes.long())
         mask_labels.append((target[None] == classes[:, None, None]).float())
     return mask_labels, class_labels
+
+
+logger = logging.getLogger(__name__)
 
 
 class Mask2FormerSemantic(nn.Module):
@@ -283,6 +287,9 @@ def load_mask2former_directory(
     problems["mismatched_keys"] = sorted(str(m) for m in info.get("mismatched_keys") or [])
     if any(problems.values()):
         raise ValueError(f"weights in {directory!r} do not match the model: {problems}")
+    logger.info(
+        "loaded %s (save_pretrained folder, strict: no key missing or unexpected)", directory
+    )
     return model
 
 
