@@ -9,12 +9,16 @@ import pytest
 import torch
 
 from sard.losses import (
-    DISTILLATION_METHODS,
+    MethodInputs,
     PromptMaskLoss,
     SARDDistillationHead,
     build_distillation_loss,
+    get_method,
+    method_names,
     total_loss,
 )
+
+DISTILLATION_METHODS = [m for m in method_names() if m != "none"]
 
 
 def _weight(b: int, h: int, w: int) -> torch.Tensor:
@@ -56,12 +60,6 @@ def _case(method: str) -> Tuple[torch.nn.Module, Callable[[torch.dtype], Dict]]:
                 ],
             )
 
-    elif method == "none":
-        module = build_distillation_loss(method)
-
-        def make(dtype):
-            return dict(student=None, teacher=None)
-
     else:  # class-logit methods
         module = build_distillation_loss(method)
 
@@ -86,7 +84,6 @@ EXPECTED_KEYS = {
     "skd": {"loss_skd"},
     "dkd": {"loss_dkd_tckd", "loss_dkd_nckd"},
     "reviewkd": {"loss_reviewkd"},
-    "none": set(),
 }
 CONSUMES = {
     "sard": "features",
@@ -97,12 +94,48 @@ CONSUMES = {
     "skd": "logits",
     "dkd": "logits",
     "reviewkd": "multi_features",
-    "none": "none",
 }
 
 
 def test_every_method_is_buildable():
     assert set(DISTILLATION_METHODS) == set(EXPECTED_KEYS)
+    assert method_names()[-1] == "none" and "none" not in DISTILLATION_METHODS
+
+
+@pytest.mark.parametrize("method", DISTILLATION_METHODS)
+@pytest.mark.parametrize("promptable", [True, False], ids=["promptable", "semantic"])
+def test_every_registered_method_builds_from_the_default_config(method, promptable):
+    """The registry is the only list of methods: each builds itself from its config node."""
+    from sard.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.MODEL.SARD.METHOD = method
+    spec = get_method(method)
+    if spec.node:  # its own keys, with their declared defaults
+        assert dict(cfg.MODEL.SARD[spec.node]) == {k: v for k, (v, _) in spec.keys.items()}
+    multi = spec.taps is not None
+    inputs = MethodInputs([4, 8] if multi else 6, [6, 12] if multi else 10, promptable, cfg)
+    if method == "dkd" and promptable:
+        with pytest.raises(ValueError, match="semantic pair"):
+            spec.from_config(cfg, inputs)
+        return
+    module = spec.from_config(cfg, inputs)
+    assert module.consumes == CONSUMES[method]
+    if method in ("kd", "skd", "cwd"):
+        assert module.logit_form == ("mask" if promptable else "class")
+
+
+def test_old_flat_baseline_keys_name_their_new_place(tmp_path):
+    from sard.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="MODEL.SARD.CWD_TAU was renamed MODEL.SARD.CWD.TAU"):
+        load_config(opts=["MODEL.SARD.CWD_TAU", "2.0"])
+    old = tmp_path / "old.yaml"
+    old.write_text("MODEL:\n  SARD:\n    REVIEWKD_TAPS: ['stage2']\n")
+    with pytest.raises(ConfigError, match="REVIEWKD_TAPS was renamed MODEL.SARD.REVIEWKD.TAPS"):
+        load_config(str(old))
+    cfg = load_config(opts=["MODEL.SARD.CWD.TAU", "2.0"])
+    assert cfg.MODEL.SARD.CWD.TAU == 2.0
 
 
 def _teacher_leaves(inputs: Dict):
@@ -174,7 +207,7 @@ def test_factory_forwards_hyper_parameters_and_fixes_weighting():
     )
     uni = build_distillation_loss("uniform", student_channels=4, teacher_channels=8)
     assert uni.weighting == "uniform" and (uni.lambda_f, uni.lambda_d, uni.dim) == (1.0, 0.5, 256)
-    with pytest.raises(ValueError, match="fixes weighting"):
+    with pytest.raises(ValueError, match="fixed by the method"):
         build_distillation_loss(
             "uniform", student_channels=4, teacher_channels=8, weighting="structure"
         )
@@ -185,9 +218,9 @@ def test_factory_forwards_hyper_parameters_and_fixes_weighting():
 
 
 def test_factory_errors_name_the_problem():
-    with pytest.raises(ValueError, match="unknown distillation method 'fitnet'"):
+    with pytest.raises(KeyError, match="'fitnet' is not a distillation method"):
         build_distillation_loss("fitnet")
-    with pytest.raises(ValueError, match="student_channels"):
+    with pytest.raises(ValueError, match="'mgd'.*channels must be a positive int"):
         build_distillation_loss("mgd", teacher_channels=8)
     with pytest.raises(ValueError, match="per-stage list"):
         build_distillation_loss("reviewkd", student_channels=4, teacher_channels=[8])

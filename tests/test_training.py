@@ -228,7 +228,7 @@ SEMANTIC_METHODS = ["kd", "cwd", "dkd", "reviewkd", "mgd"]
 def test_every_method_trains(kind, method, tiny_synth, tmp_path):
     opts = ["MODEL.SARD.METHOD", method, "DATASETS.TEST", "()"]
     if method == "reviewkd":
-        opts += ["MODEL.SARD.REVIEWKD_TAPS", "['stage2', 'stage3', 'stage4']"]
+        opts += ["MODEL.SARD.REVIEWKD.TAPS", "['stage2', 'stage3', 'stage4']"]
     trainer = Trainer(tiny_cfg(kind, str(tmp_path), *opts))
     if method == "none":
         assert trainer.model.teacher is None

@@ -9,13 +9,12 @@ from fvcore.common.config import CfgNode
 
 from .base_defaults import base_config
 from .optional import detectron2_available, detectron2_import_error
-from .sard_config import METHODS, add_sard_config
-from .validation import ConfigError, check_yaml_file, validate_config
+from .sard_config import add_sard_config
+from .validation import ConfigError, check_renamed_keys, check_yaml_file, validate_config
 
 __all__ = [
     "CfgNode",
     "ConfigError",
-    "METHODS",
     "add_sard_config",
     "detectron2_available",
     "detectron2_import_error",
@@ -57,6 +56,7 @@ def load_config(
         check_yaml_file(config_file)
         cfg.merge_from_file(config_file)
     opts = list(opts)
+    check_renamed_keys([str(k) for k in opts[0::2]], "command line")
     if len(opts) % 2:
         raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {opts}")
     rest = []

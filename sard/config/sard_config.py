@@ -10,7 +10,22 @@ from typing import Any
 
 from fvcore.common.config import CfgNode
 
-METHODS = ("sard", "uniform", "cwd", "mgd", "kd", "skd", "dkd", "reviewkd", "none")
+# Flat baseline keys of earlier versions and where they live now (an old config names them).
+RENAMED_KEYS = {
+    "MODEL.SARD.KD_TAU": "MODEL.SARD.KD.TAU",
+    "MODEL.SARD.KD_WEIGHT": "MODEL.SARD.KD.WEIGHT",
+    "MODEL.SARD.SKD_WEIGHT": "MODEL.SARD.SKD.WEIGHT",
+    "MODEL.SARD.CWD_TAU": "MODEL.SARD.CWD.TAU",
+    "MODEL.SARD.CWD_WEIGHT": "MODEL.SARD.CWD.WEIGHT",
+    "MODEL.SARD.CWD_ON": "MODEL.SARD.CWD.INPUT",  # (YAML reads a key "ON" as true)
+    "MODEL.SARD.MGD_ALPHA": "MODEL.SARD.MGD.ALPHA",
+    "MODEL.SARD.MGD_LAMBDA": "MODEL.SARD.MGD.LAMBDA",
+    "MODEL.SARD.DKD_ALPHA": "MODEL.SARD.DKD.ALPHA",
+    "MODEL.SARD.DKD_BETA": "MODEL.SARD.DKD.BETA",
+    "MODEL.SARD.DKD_TAU": "MODEL.SARD.DKD.TAU",
+    "MODEL.SARD.REVIEWKD_WEIGHT": "MODEL.SARD.REVIEWKD.WEIGHT",
+    "MODEL.SARD.REVIEWKD_TAPS": "MODEL.SARD.REVIEWKD.TAPS",
+}
 
 
 def _model_member(CN: type, family: str, size: str, tap: str) -> CfgNode:
@@ -41,7 +56,7 @@ def add_sard_config(cfg: CfgNode) -> None:
     cfg.MODEL.NUM_CLASSES = 1  # semantic models: number of classes (no void class)
 
     s = cfg.MODEL.SARD = CN()
-    s.METHOD = "sard"  # one of METHODS; "none" trains the student alone (scratch baseline)
+    s.METHOD = "sard"  # a registered method (sard.losses.method_names()) or "none" (scratch)
     s.PROJ_DIM = 256  # D: channels of the shared projection space of L_FC / L_DA
     s.LAMBDA_F = 1.0  # lambda_f: weight of L_FC (feature consistency)
     s.LAMBDA_D = 0.5  # lambda_d: weight of L_DA (distribution alignment)
@@ -56,20 +71,16 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.BETA_D = 1.0  # beta_d: weight of feature dispersion D in S(i)
     s.RADIUS = 7  # r: dispersion window is (2r+1)^2 feature pixels
     s.SIGMA = 1.0  # sigma: std (feature pixels) of the structure tensor's Gaussian window
-    s.KD_TAU = 1.0  # logit KD temperature
-    s.KD_WEIGHT = 1.0  # logit KD weight
-    s.SKD_WEIGHT = 10.0  # pixel-wise SKD weight (Liu et al. 2019)
-    s.CWD_TAU = 4.0  # CWD temperature (official Cityscapes setting)
-    s.CWD_WEIGHT = 3.0  # CWD weight (official Cityscapes setting)
-    s.CWD_ON = "logits"  # "logits" | "features"
-    s.MGD_ALPHA = 2e-5  # MGD loss weight for segmentation
-    s.MGD_LAMBDA = 0.75  # MGD masking ratio
-    s.DKD_ALPHA = 1.0  # DKD target-class weight
-    s.DKD_BETA = 8.0  # DKD non-target-class weight
-    s.DKD_TAU = 4.0  # DKD temperature
-    s.REVIEWKD_WEIGHT = 1.0  # ReviewKD loss weight
-    s.REVIEWKD_TAPS = []  # stage taps (same names on teacher and student) for ReviewKD
     s.IOU_LOSS_WEIGHT = 1.0  # MSE on the predicted IoU of promptable students (0 = off)
+    # Each registered baseline's own keys: MODEL.SARD.<METHOD>.<KEY> (e.g. MODEL.SARD.CWD.TAU),
+    # declared with a comment beside the method's loss (sard/losses/*.py, register_method).
+    from sard.losses.registry import registered_methods
+
+    for method in registered_methods().values():
+        if method.node:
+            node = s[method.node] = CN()
+            for key, (default, _comment) in method.keys.items():
+                node[key] = default
     s.CACHE = CN()
     s.CACHE.ENABLED = False  # cache teacher taps (fp16) per input image: later epochs skip it
     s.CACHE.DIR = ""  # "" = in memory; else a directory for on-disk cache files

@@ -16,7 +16,7 @@ from fvcore.common.config import CfgNode
 from sard.local_paths import require_local_path
 from sard.user_errors import UserError
 
-from .sard_config import METHODS
+from .sard_config import RENAMED_KEYS
 
 
 class ConfigError(UserError, ValueError):
@@ -32,6 +32,27 @@ def check_local_weights(key: str, path: str, what: str = "checkpoint") -> None:
         raise FileNotFoundError(
             f"{key}: {path!r} does not exist. Put the {what} there, or set " f"{key} to its path."
         )
+
+
+def _dotted_keys(data: Any, prefix: str = "") -> List[str]:
+    if not isinstance(data, dict):
+        return []
+    keys = []
+    for k, v in data.items():
+        name = f"{prefix}{k}"
+        keys.append(name)
+        keys += _dotted_keys(v, name + ".")
+    return keys
+
+
+def check_renamed_keys(keys: List[str], where: str) -> None:
+    """A key of an earlier version is an error naming the key it became."""
+    for key in keys:
+        if key in RENAMED_KEYS:
+            raise ConfigError(
+                f"{where}: {key} was renamed {RENAMED_KEYS[key]} (each method's "
+                "hyperparameters have their own node); rename it there"
+            )
 
 
 def check_yaml_file(path: str, _chain: Optional[List[str]] = None) -> None:
@@ -57,6 +78,7 @@ def check_yaml_file(path: str, _chain: Optional[List[str]] = None) -> None:
             f"{path}: the top level must be a mapping of KEY: value (like configs/Base-SARD.yaml), "
             f"got a {type(data).__name__}"
         )
+    check_renamed_keys(_dotted_keys(data), path)
     base = data.get("_BASE_")
     if base is not None:
         if not isinstance(base, str):
@@ -154,9 +176,13 @@ def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
     ``training`` False (evaluation, export, prediction): the teacher is never built, so its
     weights are not needed.
     """
+    from sard.losses.registry import method_names
+
     method = cfg.MODEL.SARD.METHOD
-    if method not in METHODS:
-        raise ConfigError(f"MODEL.SARD.METHOD={method!r}; choose one of {', '.join(METHODS)}")
+    if method not in method_names():
+        raise ConfigError(
+            f"MODEL.SARD.METHOD={method!r}; choose one of {', '.join(method_names())}"
+        )
     for role in ("TEACHER", "STUDENT"):
         if role == "TEACHER" and (method == "none" or not training):
             continue  # the scratch baseline and evaluation never build the teacher

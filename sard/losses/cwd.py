@@ -17,6 +17,7 @@ from ._common import (
     masked_mean,
     resize_to,
 )
+from .registry import need_int, register_method
 
 CWD_INPUTS = ("logits", "features")
 
@@ -100,3 +101,23 @@ class ChannelWiseDistillationLoss(nn.Module):
                 valid = valid[..., 0, 0]  # one entry per mask, matching the per-channel KL
         per_channel = channel_wise_kl(student, teacher, self.tau)
         return {"loss_cwd": self.weight * masked_mean(per_channel, valid)}
+
+
+def _build_cwd(cs, ct, on: str = "logits", **kwargs) -> ChannelWiseDistillationLoss:
+    if on == "features":  # a 1x1 conv aligns student channels to the teacher's
+        kwargs.update(student_channels=need_int(cs), teacher_channels=need_int(ct))
+    return ChannelWiseDistillationLoss(on=on, **kwargs)
+
+
+register_method(
+    "cwd",
+    keys={
+        "TAU": (4.0, "temperature of the spatial softmax (official Cityscapes setting)"),
+        "WEIGHT": (3.0, "loss weight (official Cityscapes setting)"),
+        "INPUT": ("logits", '"logits" (the paper\'s baseline) or "features" (the distilled tap)'),
+    },
+    build=_build_cwd,
+    kwargs=lambda hp, inputs: dict(
+        on=hp.INPUT, tau=hp.TAU, weight=hp.WEIGHT, logit_form=inputs.logit_form
+    ),
+)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import IGNORE_LABEL, class_logit_pair, masked_mean
+from .registry import MethodInputs, register_method
 
 
 def decoupled_kd_terms(
@@ -104,3 +105,21 @@ class DKDLoss(nn.Module):
             "loss_dkd_tckd": self.alpha * masked_mean(tckd, valid),
             "loss_dkd_nckd": self.beta * masked_mean(nckd, valid),
         }
+
+
+def _dkd_kwargs(hp, inputs: MethodInputs) -> dict:
+    if inputs.promptable:
+        raise ValueError("MODEL.SARD.METHOD='dkd' needs class logits: use a semantic pair")
+    return dict(alpha=hp.ALPHA, beta=hp.BETA, tau=hp.TAU)
+
+
+register_method(
+    "dkd",
+    keys={
+        "ALPHA": (1.0, "weight of the target-class term"),
+        "BETA": (8.0, "weight of the non-target-class term"),
+        "TAU": (4.0, "temperature"),
+    },
+    build=lambda cs, ct, **kwargs: DKDLoss(**kwargs),
+    kwargs=_dkd_kwargs,
+)

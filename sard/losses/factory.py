@@ -19,7 +19,9 @@ returning named, already weighted scalar terms (sum them with ``total_loss``).
 | dkd      | logits           | (B, K, H, W) class logits, targets required   | loss_dkd_tckd,   |
 |          |                  |                                               | loss_dkd_nckd    |
 | reviewkd | multi_features   | lists of (B, C_l, H_l, W_l), one per stage    | loss_reviewkd    |
-| none     | none             | anything (ignored)                            | (empty dict)     |
+
+Methods are registered by their own files (``sard.losses.registry``); "none" (the student
+alone) has no loss module: the distiller then has no head.
 
 ``targets``: class form, a (B, H, W) label map (255 = ignore); mask form, a bool ``valid``
 over the leading dims (e.g. (B, Q)).
@@ -27,96 +29,14 @@ over the leading dims (e.g. (B, Q)).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 import torch.nn as nn
 
-from .cwd import ChannelWiseDistillationLoss
-from .dkd import DKDLoss
-from .logit_kd import LogitKDLoss, PixelwiseKDLoss
-from .mgd import MGDLoss
-from .review_kd import ReviewKDLoss
-from .sard_head import SARDDistillationHead
+from .registry import get_method
 
 Channels = Union[int, Sequence[int], None]
-
-
-class NoDistillation(nn.Module):
-    """The scratch baseline: no distillation term at all (``forward`` returns {})."""
-
-    consumes = "none"
-
-    def forward(
-        self, student=None, teacher=None, weight=None, targets=None
-    ) -> Dict[str, torch.Tensor]:
-        return {}
-
-
-def _need_int(value: Channels, name: str, method: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"method {method!r} needs {name} as a positive int, got {value!r}")
-    return value
-
-
-def _need_list(value: Channels, name: str, method: str) -> Sequence[int]:
-    if isinstance(value, int) or not value:
-        raise ValueError(f"method {method!r} needs {name} as a per-stage list, got {value!r}")
-    return [int(c) for c in value]
-
-
-def _sard(weighting: str) -> Callable[..., nn.Module]:
-    def build(cs: Channels, ct: Channels, method: str, **hp: Any) -> nn.Module:
-        if "weighting" in hp:
-            raise ValueError(f"method {method!r} fixes weighting={weighting!r}; do not pass it")
-        cs_, ct_ = _need_int(cs, "student_channels", method), _need_int(
-            ct, "teacher_channels", method
-        )
-        return SARDDistillationHead(cs_, ct_, weighting=weighting, **hp)
-
-    return build
-
-
-def _cwd(cs: Channels, ct: Channels, method: str, **hp: Any) -> nn.Module:
-    if hp.get("on", "logits") == "features":
-        cs, ct = _need_int(cs, "student_channels", method), _need_int(
-            ct, "teacher_channels", method
-        )
-        return ChannelWiseDistillationLoss(student_channels=cs, teacher_channels=ct, **hp)
-    return ChannelWiseDistillationLoss(**hp)
-
-
-def _mgd(cs: Channels, ct: Channels, method: str, **hp: Any) -> nn.Module:
-    cs_, ct_ = _need_int(cs, "student_channels", method), _need_int(ct, "teacher_channels", method)
-    return MGDLoss(cs_, ct_, **hp)
-
-
-def _reviewkd(cs: Channels, ct: Channels, method: str, **hp: Any) -> nn.Module:
-    cs_, ct_ = _need_list(cs, "student_channels", method), _need_list(
-        ct, "teacher_channels", method
-    )
-    return ReviewKDLoss(cs_, ct_, **hp)
-
-
-def _logits(cls: type) -> Callable[..., nn.Module]:
-    def build(cs: Channels, ct: Channels, method: str, **hp: Any) -> nn.Module:
-        return cls(**hp)
-
-    return build
-
-
-_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
-    "sard": _sard("structure"),
-    "uniform": _sard("uniform"),
-    "cwd": _cwd,
-    "mgd": _mgd,
-    "kd": _logits(LogitKDLoss),
-    "skd": _logits(PixelwiseKDLoss),
-    "dkd": _logits(DKDLoss),
-    "reviewkd": _reviewkd,
-    "none": _logits(NoDistillation),
-}
-DISTILLATION_METHODS = tuple(_BUILDERS)
 
 
 def build_distillation_loss(
@@ -126,20 +46,22 @@ def build_distillation_loss(
     teacher_channels: Channels = None,
     **hparams: Any,
 ) -> nn.Module:
-    """Build the distillation loss ``method`` (see the module table) with ``hparams``.
+    """Build the registered distillation loss ``method`` with explicit ``hparams``.
 
     Channels: ints for "sard", "uniform", "mgd" and "cwd" with ``on="features"``; per-stage
-    lists for "reviewkd"; unused by the logit methods and "none". ``hparams`` are the keyword
-    arguments of the method's class (e.g. ``lambda_f``, ``alpha``, ``beta_e`` for sard; ``tau``,
-    ``weight``, ``logit_form`` for kd). Raises ValueError for an unknown method or a missing
-    channel count, TypeError (naming the method) for an unknown hyper-parameter.
+    lists for "reviewkd"; unused by the logit methods. ``hparams`` are the keyword arguments of
+    the method's class (e.g. ``lambda_f``, ``alpha``, ``beta_e`` for sard; ``tau``, ``weight``,
+    ``logit_form`` for kd). From a config, use ``get_method(name).from_config`` instead. Raises
+    KeyError for an unknown method, ValueError for a missing channel count, TypeError (naming
+    the method) for an unknown hyper-parameter.
     """
-    if method not in _BUILDERS:
-        raise ValueError(f"unknown distillation method {method!r}; known: {', '.join(_BUILDERS)}")
+    spec = get_method(method)
     try:
-        return _BUILDERS[method](student_channels, teacher_channels, method, **hparams)
+        return spec.build(student_channels, teacher_channels, **hparams)
     except TypeError as err:
         raise TypeError(f"bad hyper-parameters for distillation method {method!r}: {err}") from err
+    except ValueError as err:
+        raise ValueError(f"distillation method {method!r}: {err}") from err
 
 
 def total_loss(terms: Mapping[str, torch.Tensor]) -> torch.Tensor:

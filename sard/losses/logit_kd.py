@@ -18,7 +18,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import IGNORE_LABEL, check_logit_form, class_logit_pair, mask_logit_pair, masked_mean
+from ._common import (
+    IGNORE_LABEL,
+    check_logit_form,
+    class_logit_pair,
+    mask_logit_pair,
+    masked_mean,
+)
+from .registry import register_method
 
 
 def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -83,7 +90,7 @@ class LogitKDLoss(_PixelLogitLoss):
 
     The mean runs over non-ignored pixels (class form) or valid prompts' pixels (mask form).
     Defaults: τ = 1, w = 1, i.e. plain per-pixel KL, as in the per-pixel terms of segmentation
-    KD (SKD's pixel-wise loss is τ = 1) and the config's MODEL.SARD.KD_TAU; τ = 4 is the
+    KD (SKD's pixel-wise loss is τ = 1) and the config's MODEL.SARD.KD.TAU; τ = 4 is the
     classification benchmarks' habit (CRD/DKD) and can be set. Returns {"loss_kd"}.
     """
 
@@ -134,3 +141,17 @@ class PixelwiseKDLoss(_PixelLogitLoss):
 
     def _mask_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return binary_soft_cross_entropy(teacher, student)
+
+
+register_method(
+    "kd",
+    keys={"TAU": (1.0, "temperature"), "WEIGHT": (1.0, "loss weight")},
+    build=lambda cs, ct, **kwargs: LogitKDLoss(**kwargs),
+    kwargs=lambda hp, inputs: dict(tau=hp.TAU, weight=hp.WEIGHT, logit_form=inputs.logit_form),
+)
+register_method(
+    "skd",
+    keys={"WEIGHT": (10.0, "loss weight (Liu et al. 2019)")},
+    build=lambda cs, ct, **kwargs: PixelwiseKDLoss(**kwargs),
+    kwargs=lambda hp, inputs: dict(weight=hp.WEIGHT, logit_form=inputs.logit_form),
+)

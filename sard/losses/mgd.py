@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from ._common import check_feature_map, check_same_batch, resize_to
+from .registry import need_int, register_method
 
 
 class MGDLoss(nn.Module):
@@ -83,3 +84,14 @@ class MGDLoss(nn.Module):
         generated = self.generation(aligned * mask.to(aligned.dtype))
         sq_sum = (generated.float() - teacher.float()).pow(2).sum()
         return {"loss_mgd": self.alpha * sq_sum / teacher.shape[0]}
+
+
+register_method(
+    "mgd",
+    keys={
+        "ALPHA": (2e-5, "loss weight for segmentation (official)"),
+        "LAMBDA": (0.75, "masking ratio of the student features"),
+    },
+    build=lambda cs, ct, **kwargs: MGDLoss(need_int(cs), need_int(ct), **kwargs),
+    kwargs=lambda hp, inputs: dict(alpha=hp.ALPHA, lambda_mask=hp.LAMBDA),
+)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import check_feature_map, check_same_batch
+from .registry import need_list, register_method
 
 HCL_LEVELS = (4, 2, 1)
 
@@ -154,3 +155,22 @@ class ReviewKDLoss(nn.Module):
         outputs = self.review(student, [t.shape[-2:] for t in teacher])
         loss = sum(hierarchical_context_loss(o, t) for o, t in zip(outputs, teacher))
         return {"loss_reviewkd": self.weight * loss}
+
+
+def _review_taps(cfg) -> list:
+    taps = list(cfg.MODEL.SARD.REVIEWKD.TAPS)
+    if not taps:
+        raise ValueError("MODEL.SARD.METHOD='reviewkd' needs MODEL.SARD.REVIEWKD.TAPS")
+    return taps
+
+
+register_method(
+    "reviewkd",
+    keys={
+        "WEIGHT": (1.0, "loss weight"),
+        "TAPS": ([], "stage taps, the same names on teacher and student"),
+    },
+    build=lambda cs, ct, **kwargs: ReviewKDLoss(need_list(cs), need_list(ct), **kwargs),
+    kwargs=lambda hp, inputs: dict(weight=hp.WEIGHT),
+    taps=_review_taps,
+)

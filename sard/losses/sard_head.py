@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import check_feature_map, check_same_batch, resize_to, uniform_weight
+from .registry import MethodInputs, need_int, register_method
 from .representation import DistributionAlignmentLoss, FeatureConsistencyLoss
 
 WEIGHTINGS = ("structure", "uniform")
@@ -201,3 +202,32 @@ class SARDDistillationHead(nn.Module):
             "loss_fc": self.lambda_f * self.feature_consistency(fs, ft, weight),
             "loss_da": self.lambda_d * self.distribution_alignment(fs, ft, weight),
         }
+
+
+def _sard_kwargs(s, inputs: MethodInputs) -> dict:
+    """SARD's head from MODEL.SARD's own keys (see sard.config.sard_config)."""
+    alphas = [float(a) for a in s.DA_ALPHAS]
+    return dict(
+        dim=s.PROJ_DIM,
+        lambda_f=s.LAMBDA_F,
+        lambda_d=s.LAMBDA_D,
+        alpha=alphas or s.ALPHA,
+        beta_e=s.BETA_E,
+        beta_c=s.BETA_C,
+        beta_d=s.BETA_D,
+        radius=s.RADIUS,
+        sigma=s.SIGMA,
+    )
+
+
+def _sard_builder(weighting: str):
+    def build(cs, ct, **kwargs) -> SARDDistillationHead:
+        if "weighting" in kwargs:
+            raise ValueError(f"weighting={weighting!r} is fixed by the method; do not pass it")
+        return SARDDistillationHead(need_int(cs), need_int(ct), weighting=weighting, **kwargs)
+
+    return build
+
+
+register_method("sard", build=_sard_builder("structure"), kwargs=_sard_kwargs)
+register_method("uniform", build=_sard_builder("uniform"), kwargs=_sard_kwargs)

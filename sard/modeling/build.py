@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 
-from sard.config import METHODS
 
 from .distiller import SARDDistiller
 from .teacher_cache import TeacherCache, state_dict_digest
@@ -98,67 +97,30 @@ def build_member(cfg: CfgNode, node: CfgNode, role: str) -> nn.Module:
     return model
 
 
-def distillation_hparams(cfg: CfgNode, promptable: bool) -> Dict:
-    """MODEL.SARD.* -> keyword arguments of ``sard.losses.build_distillation_loss`` for METHOD.
-
-    Logit methods compare per-prompt binary mask logits ("mask" form, sigmoid) for promptable
-    pairs and per-pixel class logits ("class" form, softmax) for semantic pairs.
-    """
-    s = cfg.MODEL.SARD
-    form = "mask" if promptable else "class"
-    method = s.METHOD
-    if method in ("sard", "uniform"):
-        alphas = [float(a) for a in s.DA_ALPHAS]
-        return dict(
-            dim=s.PROJ_DIM,
-            lambda_f=s.LAMBDA_F,
-            lambda_d=s.LAMBDA_D,
-            alpha=alphas or s.ALPHA,
-            beta_e=s.BETA_E,
-            beta_c=s.BETA_C,
-            beta_d=s.BETA_D,
-            radius=s.RADIUS,
-            sigma=s.SIGMA,
-        )
-    if method == "cwd":
-        return dict(on=s.CWD_ON, tau=s.CWD_TAU, weight=s.CWD_WEIGHT, logit_form=form)
-    if method == "mgd":
-        return dict(alpha=s.MGD_ALPHA, lambda_mask=s.MGD_LAMBDA)
-    if method == "kd":
-        return dict(tau=s.KD_TAU, weight=s.KD_WEIGHT, logit_form=form)
-    if method == "skd":
-        return dict(weight=s.SKD_WEIGHT, logit_form=form)
-    if method == "dkd":
-        if promptable:
-            raise ValueError("MODEL.SARD.METHOD='dkd' needs class logits: use a semantic pair")
-        return dict(alpha=s.DKD_ALPHA, beta=s.DKD_BETA, tau=s.DKD_TAU)
-    if method == "reviewkd":
-        return dict(weight=s.REVIEWKD_WEIGHT)
-    return {}
-
-
 def _tap_channels(model: nn.Module, taps, role: str):
     missing = [t for t in taps if t not in model.tap_channels]
     if missing:
         raise KeyError(
             f"{role} has no tap {missing}; its taps are {sorted(model.tap_channels)} "
-            f"(set MODEL.{role.upper()}.TAP or MODEL.SARD.REVIEWKD_TAPS)"
+            f"(set MODEL.{role.upper()}.TAP, or the method's stage taps, e.g. "
+            "MODEL.SARD.REVIEWKD.TAPS)"
         )
     return [model.tap_channels[t] for t in taps]
 
 
 def teacher_cache_identity(
-    cfg: CfgNode, teacher: nn.Module, promptable: bool, structure: Dict
+    cfg: CfgNode, teacher: nn.Module, promptable: bool, structure: Dict, stage_taps=()
 ) -> Dict:
     """What the teacher cache's entries depend on, besides the input image (see
     ``sard.modeling.teacher_cache``): the teacher (family, size, architecture overrides, image
     size and a digest of the weights actually loaded, so another checkpoint or a random init
     with another seed is another teacher), the cached outputs (taps, semantic scores, W) and, when
-    W is cached (METHOD sard), its betas, radius and sigma."""
+    W is cached (METHOD sard), its betas, radius and sigma. ``stage_taps``: the stages a
+    multi-tap method (ReviewKD) compares."""
     t, s = cfg.MODEL.TEACHER, cfg.MODEL.SARD
-    taps = [t.TAP] + [tap for tap in s.REVIEWKD_TAPS if tap != t.TAP]  # as the distiller runs
-    # The outputs every entry must hold (the distiller skips review taps a teacher lacks).
-    outputs = [t.TAP] + (list(s.REVIEWKD_TAPS) if s.METHOD == "reviewkd" else [])
+    taps = [t.TAP] + [tap for tap in stage_taps if tap != t.TAP]  # as the distiller runs
+    # The outputs every entry must hold.
+    outputs = [t.TAP] + list(stage_taps)
     outputs += [] if promptable else ["sem_logits"]
     outputs += ["structure_weight"] if s.METHOD == "sard" else []
     return {
@@ -180,12 +142,11 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
     ``inference_only``: the student alone (no teacher, no distillation head, method "none"),
     for evaluation and deployment, where the teacher never runs.
     """
-    from sard.losses import PromptMaskLoss, build_distillation_loss
+    from sard.losses import MethodInputs, PromptMaskLoss, get_method
     from sard.models.frozen import FrozenTeacher
 
     s = cfg.MODEL.SARD
-    if s.METHOD not in METHODS:
-        raise ValueError(f"MODEL.SARD.METHOD={s.METHOD!r}; choose one of {', '.join(METHODS)}")
+    method = "none" if inference_only or s.METHOD == "none" else get_method(s.METHOD).name
     student = build_member(cfg, cfg.MODEL.STUDENT, "student")
     promptable = cfg.MODEL.STUDENT.FAMILY in PROMPTABLE_FAMILIES
     if (cfg.MODEL.TEACHER.FAMILY in PROMPTABLE_FAMILIES) != promptable:
@@ -193,33 +154,25 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
             "teacher and student must both be promptable (sam, efficient_sam) or both semantic: "
             f"got {cfg.MODEL.TEACHER.FAMILY} -> {cfg.MODEL.STUDENT.FAMILY}"
         )
-    teacher, head = None, None
-    method = "none" if inference_only else s.METHOD
+    teacher, head, taps = None, None, []
     if method != "none":
+        spec = get_method(method)
         teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
-        if s.METHOD == "reviewkd":
-            taps = list(s.REVIEWKD_TAPS)
-            if not taps:
-                raise ValueError("MODEL.SARD.METHOD='reviewkd' needs MODEL.SARD.REVIEWKD_TAPS")
-            s_ch, t_ch = _tap_channels(student, taps, "student"), _tap_channels(
-                teacher, taps, "teacher"
-            )
+        if spec.taps is not None:  # multi-tap methods compare lists of stages
+            taps = spec.taps(cfg)
+            s_ch = _tap_channels(student, taps, "student")
+            t_ch = _tap_channels(teacher, taps, "teacher")
         else:
             (s_ch,) = _tap_channels(student, [cfg.MODEL.STUDENT.TAP], "student")
             (t_ch,) = _tap_channels(teacher, [cfg.MODEL.TEACHER.TAP], "teacher")
-        head = build_distillation_loss(
-            s.METHOD,
-            student_channels=s_ch,
-            teacher_channels=t_ch,
-            **distillation_hparams(cfg, promptable),
-        )
+        head = spec.from_config(cfg, MethodInputs(s_ch, t_ch, promptable, cfg))
     task_loss = PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT) if promptable else None
     structure = dict(
         beta_e=s.BETA_E, beta_c=s.BETA_C, beta_d=s.BETA_D, radius=s.RADIUS, sigma=s.SIGMA
     )
     cache = None
     if s.CACHE.ENABLED and teacher is not None:
-        identity = teacher_cache_identity(cfg, teacher.module, promptable, structure)
+        identity = teacher_cache_identity(cfg, teacher.module, promptable, structure, taps)
         cache = TeacherCache(s.CACHE.DIR, identity=identity)
     return dict(
         teacher=teacher,
@@ -231,7 +184,7 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         student_tap=cfg.MODEL.STUDENT.TAP,
         mu=s.MU,
         structure_kwargs=structure,
-        review_taps=list(s.REVIEWKD_TAPS),
+        review_taps=taps,
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
         distill_warmup_iters=s.DISTILL_WARMUP_ITERS,
