@@ -247,12 +247,3 @@ def segmentation_bbox(segmentation: Segmentation, height: int, width: int) -> Li
     """Tight XYWH box of the rasterised segmentation ([0, 0, 0, 0] when empty)."""
     box = mask_util.toBbox(to_compressed_rle(segmentation, height, width))
     return [float(v) for v in box]
-
-
-def mask_to_xyxy_inclusive(mask: np.ndarray) -> np.ndarray:
-    """Box of a non-empty bool (H, W) mask as pixel indices [c_min, r_min, c_max, r_max]."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("mask_to_xyxy_inclusive: empty mask")
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float32)

@@ -6,11 +6,12 @@ from typing import Dict, List, Sequence
 
 from fvcore.common.config import CfgNode
 
-from sard.modeling.build import PROMPTABLE_FAMILIES, build_distiller
+from sard.modeling.build import build_distiller
+from sard.models.base import is_promptable_family
 
 
 def is_promptable(cfg: CfgNode) -> bool:
-    return cfg.MODEL.STUDENT.FAMILY in PROMPTABLE_FAMILIES
+    return is_promptable_family(cfg.MODEL.STUDENT.FAMILY)
 
 
 def dataset_records(names: Sequence[str]) -> List[Dict]:

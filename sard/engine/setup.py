@@ -19,7 +19,7 @@ from fvcore.common.config import CfgNode
 from sard.config import load_config, validate_config
 from sard.config.contract import effective_config
 
-from . import comm
+from sard import distributed as comm
 from .builders import dataset_records, is_promptable
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from sard.config.contract import describe_contract, effective_config
 from sard.modeling.build import build_distiller
 
-from . import comm
+from sard import distributed as comm
 from .builders import build_evaluator, build_inference_model, build_mapper, evaluation_records
 from .builders import evaluation_output_dir
 from .builders import dataset_records

@@ -1,17 +1,16 @@
-"""Evaluator protocol, process-group helpers and result reporting shared by both evaluators.
+"""Evaluator protocol and result reporting shared by both evaluators.
 
 `DatasetEvaluator` is detectron2's class when detectron2 is importable (so our evaluators slot
 into `DatasetEvaluators` / `inference_on_dataset`), otherwise a minimal stand-in with the same
 reset / process / evaluate protocol.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
-
-import torch.distributed as dist
 
 try:
     from detectron2.evaluation import DatasetEvaluator
@@ -32,34 +31,6 @@ except ImportError:
         def evaluate(self) -> Optional[Dict[str, Any]]:
             """Return the results accumulated since the last reset()."""
             return None
-
-
-def world_size() -> int:
-    """Number of processes in the default torch.distributed group (1 when not initialised)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0, and always when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return True
-
-
-def gather_to_all(obj: Any) -> List[Any]:
-    """[obj of rank 0, obj of rank 1, ...] on every process (just [obj] without a process group).
-
-    Uses torch.distributed.all_gather_object: with NCCL each process must have called
-    torch.cuda.set_device first (detectron2's launch does).
-    """
-    n = world_size()
-    if n == 1:
-        return [obj]
-    gathered: List[Any] = [None] * n
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

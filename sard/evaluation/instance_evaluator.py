@@ -1,4 +1,5 @@
 """mIoU and boundary IoU of promptable instance masks (one prediction per prompted GT instance)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,12 +8,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sard.distributed import all_gather, is_main_process
+
 from .base import (
     DatasetEvaluator,
     assert_finite,
     format_table,
-    gather_to_all,
-    is_main_process,
     write_json,
 )
 from .boundary import as_bool_masks
@@ -140,7 +141,7 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
         """Gather records from all processes; on the main process summarise, log, write, return."""
         records = self._records
         if self._distributed:
-            records = [r for part in gather_to_all(self._records) for r in part]
+            records = [r for part in all_gather(self._records) for r in part]
             if not is_main_process():
                 return None
         metrics, rows = self._summarise(records)
@@ -180,8 +181,7 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
         crowd_bucket = np.digitize(neighbours, self._neighbour_bins)
         groups = [("", np.ones(len(records), dtype=bool))]
         groups += [
-            (name, size_bucket == k)
-            for k, name in enumerate(_size_bucket_names(self._size_bins))
+            (name, size_bucket == k) for k, name in enumerate(_size_bucket_names(self._size_bins))
         ]
         groups += [
             (name, crowd_bucket == k)

@@ -1,4 +1,5 @@
 """Semantic segmentation: detectron2-style confusion-matrix metrics plus per-class boundary IoU."""
+
 from __future__ import annotations
 
 import logging
@@ -10,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sard.distributed import all_gather, is_main_process
+
 from .base import (
     DatasetEvaluator,
     assert_finite,
     format_table,
-    gather_to_all,
-    is_main_process,
     write_json,
 )
 from .boundary import boundary_dilation
@@ -242,7 +243,7 @@ class SemSegBoundaryEvaluator(DatasetEvaluator):
         """Sum counts over processes; on the main process compute, log, write and return."""
         conf, b_inter, b_union = self._conf_matrix, self._b_inter, self._b_union
         if self._distributed:
-            parts = gather_to_all((conf, b_inter, b_union))
+            parts = all_gather((conf, b_inter, b_union))
             if not is_main_process():
                 return None
             conf = sum(p[0] for p in parts)

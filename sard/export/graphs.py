@@ -30,9 +30,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from sard.models.base import LABEL_BOX_TL, LABEL_PAD, Prompts
+from sard.models.base import PROMPTABLE_FAMILIES, Prompts
+from sard.prompt_labels import LABEL_BOX_TL, LABEL_PAD
 
-PROMPTABLE_FAMILIES = ("sam", "efficient_sam")
 NUM_MASK_OUTPUTS = 4  # single-mask output + 3 multimask outputs
 
 

@@ -7,7 +7,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from sard.models.base import LABEL_PAD, Prompts
+from sard.models.base import Prompts
+from sard.prompt_labels import LABEL_PAD
 
 
 @dataclass

@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 
+from sard.models.base import PROMPTABLE_FAMILIES
 
 from .distiller import SARDDistiller
 from .teacher_cache import TeacherCache, state_dict_digest
 
 logger = logging.getLogger(__name__)
 
-PROMPTABLE_FAMILIES = ("sam", "efficient_sam")
 TRAINING_CHECKPOINT_PREFIX = "student."
 
 

@@ -12,6 +12,7 @@ Images entering ``extract_features`` / ``forward_semantic`` are float tensors (B
 0-255 RGB at the model's input size; each model normalises them itself (``preprocess``) so the
 data pipeline never needs to know a family's mean and std.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from typing import Dict, Optional
 
 import torch
 
-from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_NEG, LABEL_PAD, LABEL_POS  # noqa: F401
+# Families that take prompts (points, boxes) and return one mask per prompt; every other family
+# is semantic. The one list of them.
+PROMPTABLE_FAMILIES = ("sam", "efficient_sam")
+
+
+def is_promptable_family(family: str) -> bool:
+    """True for SAM-like families (``PROMPTABLE_FAMILIES``), False for semantic ones."""
+    return family in PROMPTABLE_FAMILIES
 
 
 @dataclass
@@ -27,7 +35,7 @@ class Prompts:
     """A batch of prompts, Q per image, N points per prompt.
 
     points: (B, Q, N, 2) float, (x, y) in model-input pixels (after the mapper's resize).
-    labels: (B, Q, N) long, one of LABEL_* above. A box is two points labelled 2 and 3.
+    labels: (B, Q, N) long, one of ``sard.prompt_labels.LABEL_*``. A box is two points labelled 2 and 3.
     """
 
     points: torch.Tensor

@@ -25,7 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD, PromptableOutput, Prompts
+from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
+
+from .base import PromptableOutput, Prompts
 from .checkpoint import load_checkpoint
 from .registry import register_model
 
