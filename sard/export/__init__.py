@@ -18,6 +18,7 @@ from .graphs import graph_specs
 from .loading import load_student
 from .predictor import SardPredictor
 from .runtime import FORMATS, load_runner
+from .tiled import TiledMaskGenerator
 from .transform import ResizeTransform
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ResizeTransform",
     "SardAutomaticMaskGenerator",
     "SardPredictor",
+    "TiledMaskGenerator",
     "export_student",
     "graph_specs",
     "load_runner",
