@@ -148,6 +148,9 @@ class SardAutomaticMaskGenerator:
         self.crop_overlap_ratio = float(crop_overlap_ratio)
         self.min_mask_region_area = int(min_mask_region_area)
         self.output_mode = output_mode
+        # Masks of the last image: decoded, kept by the IoU filter, then by the stability filter,
+        # and the highest predicted IoU (to tell a user which threshold removed everything).
+        self.last_counts: Dict[str, Any] = {}
 
     @torch.no_grad()
     def generate(self, image: np.ndarray) -> List[Dict[str, Any]]:
@@ -190,6 +193,7 @@ class SardAutomaticMaskGenerator:
     def mask_data(self, image: np.ndarray) -> MaskData:
         """Every crop's surviving masks as MaskData (numpy), duplicates across crops removed."""
         hw = tuple(int(v) for v in image.shape[:2])
+        self.last_counts = {"masks": 0, "iou_kept": 0, "stable_kept": 0, "max_iou": None}
         crop_boxes, layers = generate_crop_boxes(hw, self.crop_n_layers, self.crop_overlap_ratio)
         data = MaskData()
         for crop_box, layer in zip(crop_boxes, layers):
@@ -256,13 +260,20 @@ class SardAutomaticMaskGenerator:
             points=torch.as_tensor(points.repeat(per_point, axis=0)),
         )
         del logits
+        counts = self.last_counts
+        counts["masks"] += len(data["iou_preds"])
+        top = float(data["iou_preds"].max()) if len(data["iou_preds"]) else None
+        if top is not None and (counts["max_iou"] is None or top > counts["max_iou"]):
+            counts["max_iou"] = top
         if self.pred_iou_thresh > 0.0:
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
+        counts["iou_kept"] += len(data["iou_preds"])
         data["stability_score"] = calculate_stability_score(
             data["masks"], self.mask_threshold, self.stability_score_offset
         )
         if self.stability_score_thresh > 0.0:
             data.filter(data["stability_score"] >= self.stability_score_thresh)
+        counts["stable_kept"] += len(data["iou_preds"])
         data["masks"] = data["masks"] > self.mask_threshold
         data["boxes"] = batched_mask_to_box(data["masks"])
         near_edge = is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, hw[1], hw[0]])

@@ -133,9 +133,12 @@ class Candidate:
 @dataclass
 class TilingStats:
     """What merging did on the last image: windows, masks found, dropped at window sides (cut),
-    merged as copies of an object found whole elsewhere, kept; ``lost``: objects seen only cut
-    (their pieces covered by no kept mask; possibly larger than the overlap allows), with the
-    union box of each one's pieces and the largest extent among them in px."""
+    merged as copies of an object found whole elsewhere, kept. Objects seen only cut (pieces
+    covered by no kept mask; overlapping pieces from neighbouring windows are one object, its
+    extent that of their union): ``lost`` those larger than the overlap keeps whole (the tiling
+    could not find them whole), with their union boxes and largest extent in px; ``unmatched``
+    the smaller ones (the generator saw them cut but missed them where they lay whole);
+    ``generator_counts``: the generator's ``last_counts`` summed over windows, if it has them."""
 
     windows: int = 0
     found: int = 0
@@ -145,6 +148,22 @@ class TilingStats:
     lost: int = 0
     lost_max_extent: int = 0
     lost_boxes: List[Box] = field(default_factory=list)
+    unmatched: int = 0
+    generator_counts: Dict[str, Any] = field(default_factory=dict)
+
+    def add_generator_counts(self, counts: Dict[str, Any]) -> None:
+        """Sum a generator's per-window ``last_counts`` (the maximum for ``max_*`` keys)."""
+        for key, value in counts.items():
+            if value is None:
+                self.generator_counts.setdefault(key, None)
+                continue
+            old = self.generator_counts.get(key)
+            if old is None:
+                self.generator_counts[key] = value
+            else:
+                self.generator_counts[key] = (
+                    max(old, value) if key.startswith("max") else old + value
+                )
 
 
 def _boxes_overlap(boxes: np.ndarray, box: Box) -> np.ndarray:
@@ -238,6 +257,7 @@ class TiledMaskGenerator:
         for box in progress(boxes) if progress else boxes:
             window = index[box]
             records = self.generator.generate(image[box[1] : box[3], box[0] : box[2]])
+            stats.add_generator_counts(getattr(self.generator, "last_counts", {}))
             for order, record in enumerate(records):
                 cand = self._candidate(record, window, order, box, cores[window])
                 if cand is None:
@@ -251,9 +271,9 @@ class TiledMaskGenerator:
         self.last_stats = stats
         if stats.lost:
             logger.warning(
-                "%d object(s) cut by tile sides were not found whole in any tile (up to %d px "
-                "across); a tile overlap of %d px keeps objects up to %d px whole: raise it "
-                "above %d px",
+                "%d object(s) up to %d px across were seen only cut by tile sides: a tile "
+                "overlap of %d px keeps objects up to %d px whole; if they are real objects, "
+                "raise it above %d px",
                 stats.lost,
                 stats.lost_max_extent,
                 self.overlap,
@@ -313,9 +333,9 @@ class TiledMaskGenerator:
         return kept
 
     def _count_lost(self, cut: List[Candidate], kept: List[Candidate], stats: TilingStats) -> None:
-        """Cut masks that no kept mask covers by half are pieces of objects possibly lost;
+        """Cut masks that no kept mask covers by half are pieces of objects seen only cut;
         pieces that overlap each other (seen from neighbouring windows) are one object, whose
-        extent is that of their union."""
+        extent is that of their union (see ``TilingStats``)."""
         boxes = np.asarray([c.box for c in kept], dtype=np.int64).reshape(-1, 4)
         pieces = []
         for cand in cut:
@@ -341,10 +361,12 @@ class TiledMaskGenerator:
         for members in groups.values():
             b = piece_boxes[members]
             union = (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()))
+            extent = max(union[2] - union[0], union[3] - union[1])
+            if extent <= self.max_whole_extent:
+                stats.unmatched += 1
+                continue
             stats.lost += 1
-            stats.lost_max_extent = max(
-                stats.lost_max_extent, union[2] - union[0], union[3] - union[1]
-            )
+            stats.lost_max_extent = max(stats.lost_max_extent, extent)
             stats.lost_boxes.append(union)
 
     def _output(self, cand: Candidate, window: Box, hw: Tuple[int, int]) -> Dict[str, Any]:

@@ -54,6 +54,15 @@ def plot_cumulative(
                 color=colour,
             )
     ax.set_xscale("log")
+    # Plain numbers (0.5, 2, 20), not 2x10^1; minor ticks labelled at 2 and 5 only.
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value: float, _pos: int) -> str:
+        mantissa = round(value / 10 ** np.floor(np.log10(value)), 6) if value > 0 else 0
+        return f"{value:g}" if mantissa in (1, 2, 5) else ""
+
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(label))
     ax.set_ylim(0, 100)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"% finer (by {basis})")
