@@ -12,6 +12,7 @@ import torch
 from sard.export import SardAutomaticMaskGenerator, SardPredictor
 from sard.export.automatic import RECORD_KEYS
 from sard.models import build_model
+from sparse_masks import sparse_mask_model
 
 SIZE = 64
 # Thresholds for the test model below: each filter removes some masks and keeps some.
@@ -25,29 +26,8 @@ BASE = dict(
 
 @pytest.fixture(scope="module")
 def sam_student():
-    """A tiny random SAM whose masks are small and scattered instead of image-wide.
-
-    Random SAM weights give every point a mask over most of the image, so box NMS keeps one and
-    nothing else is tested. Two edits make masks sparse: output channel 0 of the upscaler is
-    a constant 10 (its bias) and every hypernetwork weighs it by a fixed -0.008, which lowers
-    all logits by about one standard deviation, so only their peaks stay positive. The IoU
-    head is shifted by +0.5 so that predicted IoUs straddle a threshold in (0, 1), as a
-    trained model's do (SAM skips its IoU filter at thresholds <= 0).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(0)
-        model = build_model("sam", size="tiny", image_size=SIZE).eval()
-    dec = model.mask_decoder
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 2e-2)
-        dec.output_upscaling[3].bias[0] = 10.0
-        for mlp in dec.output_hypernetworks_mlps:
-            mlp.layers[-1].weight[0] = 0.0
-            mlp.layers[-1].bias[0] = -0.008
-        dec.iou_prediction_head.layers[-1].bias.add_(0.5)
-    return model
+    """A tiny random SAM whose masks are small and scattered (see tests/sparse_masks.py)."""
+    return sparse_mask_model("sam", SIZE, offset=0.08)
 
 
 def official_sam(student):

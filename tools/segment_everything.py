@@ -42,15 +42,54 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--glob", default="*", help="with a folder: file names to take (default *)")
     g = p.add_argument_group("automatic mask generator (SamAutomaticMaskGenerator's parameters)")
-    g.add_argument("--points-per-side", type=int, default=32, help="N: N x N points per tile")
-    g.add_argument("--points-per-batch", type=int, default=64, help="points decoded at once")
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    g.add_argument("--stability-score-thresh", type=float, default=0.95)
-    g.add_argument("--stability-score-offset", type=float, default=1.0)
-    g.add_argument("--box-nms-thresh", type=float, default=0.7)
-    g.add_argument("--crop-n-layers", type=int, default=0)
-    g.add_argument("--crop-nms-thresh", type=float, default=0.7)
-    g.add_argument("--min-mask-region-area", type=int, default=0)
+    g.add_argument(
+        "--points-per-side",
+        type=int,
+        default=32,
+        help="N: an N x N point grid per tile (default 32)",
+    )
+    g.add_argument(
+        "--points-per-batch",
+        type=int,
+        default=64,
+        help="points decoded at once; lower it if memory runs out",
+    )
+    g.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=0.88,
+        help="keep masks whose predicted IoU exceeds this",
+    )
+    g.add_argument(
+        "--stability-score-thresh", type=float, default=0.95, help="keep masks at least this stable"
+    )
+    g.add_argument(
+        "--stability-score-offset",
+        type=float,
+        default=1.0,
+        help="stability = IoU of the masks at logit thresholds +offset and -offset",
+    )
+    g.add_argument(
+        "--box-nms-thresh",
+        type=float,
+        default=0.7,
+        help="box IoU above which a mask is a duplicate",
+    )
+    g.add_argument(
+        "--crop-n-layers",
+        type=int,
+        default=0,
+        help="SAM's crop layers inside each tile (default 0)",
+    )
+    g.add_argument(
+        "--crop-nms-thresh", type=float, default=0.7, help="box IoU of duplicates between SAM crops"
+    )
+    g.add_argument(
+        "--min-mask-region-area",
+        type=int,
+        default=0,
+        help="fill holes and remove islands under this many px (SAM's postprocessing)",
+    )
     t = p.add_argument_group("tiling")
     t.add_argument(
         "--tile", type=int, default=0, help="tile side in image px (default: model input size)"
@@ -77,6 +116,7 @@ def argument_parser() -> argparse.ArgumentParser:
         "--size-measure",
         default="equivalent_diameter",
         choices=("equivalent_diameter", "minor_axis", "major_axis", "feret_diameter_max"),
+        help="the size of the distribution (default %(default)s)",
     )
     m.add_argument(
         "--basis", default="number", choices=("number", "area"), help="weight per object"

@@ -43,14 +43,24 @@ def argument_parser() -> argparse.ArgumentParser:
         "--size-measure",
         default="equivalent_diameter",
         choices=("equivalent_diameter", "minor_axis", "major_axis", "feret_diameter_max"),
+        help="the size of the distribution (default %(default)s)",
     )
-    p.add_argument("--basis", default="number", choices=("number", "area"))
+    p.add_argument(
+        "--basis",
+        default="number",
+        choices=("number", "area"),
+        help="weight per object: 1 or its area",
+    )
     p.add_argument("--min-area", type=int, default=0, help="leave out objects under this many px")
     p.add_argument(
         "--exclude-border", action="store_true", help="leave out objects touching the image border"
     )
     p.add_argument(
-        "--labels", nargs=2, default=("ground truth", "prediction"), metavar=("GT", "PRED")
+        "--labels",
+        nargs=2,
+        default=("ground truth", "prediction"),
+        metavar=("GT", "PRED"),
+        help="legend names of the two curves",
     )
     return p
 
