@@ -218,6 +218,11 @@ def test_size_distribution_matches_images_by_file_name(load_script, tiny_synth, 
     assert tool.main(["--gt", gt_path, "--pred", str(path), "--out", str(tmp_path / "o")]) == 0
     report = _read_json(tmp_path / "o" / "size_distribution.json")
     assert report["images"] == 1 and report["ks_distance"] == 0.0
+    args = ["--gt", gt_path, "--pred", str(path), "--all-gt-images", "--out", str(tmp_path / "o")]
+    assert tool.main(args) == 0
+    report = _read_json(tmp_path / "o" / "size_distribution.json")
+    assert report["images"] == 2 and report["pred"]["count"] == len(results)
+    assert report["gt"]["count"] == len(coco["annotations"]) > len(results)
     path.write_text(json.dumps([{**results[0], "image_id": "other.png"}]))
     with pytest.raises(SystemExit, match="no image with id or file name 'other.png'"):
         tool.main(["--gt", gt_path, "--pred", str(path), "--out", str(tmp_path / "o")])

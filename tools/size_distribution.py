@@ -75,33 +75,34 @@ def load_json(path: str, what: str):
         raise SystemExit(f"{what} {path}: not JSON ({e})")
 
 
-def match_images(gt: dict, results: list, all_images: bool, gt_path: str) -> dict:
-    """{results image_id: ground-truth image entry} (ids, else file names, else stems)."""
+def match_images(gt: dict, results: list, all_images: bool, gt_path: str):
+    """(ground-truth image entries to compare, {results image_id: ground-truth id}); a results
+    id is a ground-truth id, else a file name, else a file stem."""
     images = gt.get("images", [])
-    if all_images:
-        return {im["id"]: im for im in images}
     by_id = {str(im["id"]): im for im in images}
     by_name = {os.path.basename(str(im.get("file_name", ""))): im for im in images}
     by_stem = {os.path.splitext(k)[0]: im for k, im in by_name.items()}
-    matched = {}
+    to_gt = {}
     for image_id in {r["image_id"] for r in results}:
-        key = str(image_id)
+        key = os.path.basename(str(image_id))
         entry = (
-            by_id.get(key)
-            or by_name.get(os.path.basename(key))
-            or by_stem.get(os.path.splitext(os.path.basename(key))[0])
+            by_id.get(str(image_id)) or by_name.get(key) or by_stem.get(os.path.splitext(key)[0])
         )
         if entry is None:
             raise SystemExit(
                 f"{gt_path}: no image with id or file name {image_id!r} (named by the results); "
                 "pass the ground truth of the images that were segmented"
             )
-        matched[image_id] = entry
-    if not matched:
+        to_gt[image_id] = entry["id"]
+    if all_images:
+        return images, to_gt
+    if not to_gt:
         raise SystemExit(
-            "the results hold no object; pass --all-gt-images to compare with every ground-truth image"
+            "the results hold no object; pass --all-gt-images to compare with every "
+            "ground-truth image"
         )
-    return matched
+    wanted = set(to_gt.values())
+    return [im for im in images if im["id"] in wanted], to_gt
 
 
 def main(argv=None) -> int:
@@ -118,18 +119,19 @@ def main(argv=None) -> int:
         if not isinstance(loaded, list):
             raise SystemExit(f"--pred {path}: COCO results are a JSON list of objects")
         results += loaded
-    images = match_images(gt, results, args.all_gt_images, args.gt)
-    gt_ids = {im["id"] for im in images.values()}
-    anns = {}
+    images, to_gt = match_images(gt, results, args.all_gt_images, args.gt)
+    gt_ids = {im["id"] for im in images}
+    segs = {image_id: {"gt": [], "pred": []} for image_id in gt_ids}
     for a in gt.get("annotations", []):
         if a["image_id"] in gt_ids and not a.get("iscrowd", 0):
-            anns.setdefault(a["image_id"], []).append(a["segmentation"])
+            segs[a["image_id"]]["gt"].append(a["segmentation"])
+    for r in results:
+        segs[to_gt[r["image_id"]]]["pred"].append(r["segmentation"])
     sets = {"gt": ([], []), "pred": ([], [])}
-    for image_id, entry in images.items():
+    for entry in images:
         hw = (int(entry["height"]), int(entry["width"]))
-        preds = [r["segmentation"] for r in results if r["image_id"] == image_id]
-        for key, segs in (("gt", anns.get(entry["id"], [])), ("pred", preds)):
-            table = object_sizes(segs, hw, args.mm_per_px)
+        for key in ("gt", "pred"):
+            table = object_sizes(segs[entry["id"]][key], hw, args.mm_per_px)
             keep = table.columns["area"] >= args.min_area * (args.mm_per_px or 1.0) ** 2
             if args.exclude_border:
                 keep &= ~table.columns["touches_border"]
