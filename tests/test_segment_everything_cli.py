@@ -237,3 +237,29 @@ def test_size_distribution_matches_images_by_file_name(load_script, tiny_synth, 
     )
     report = _read_json(tmp_path / "o" / "size_distribution.json")
     assert report["pred"]["count"] == 0 and "ks_distance" not in report
+
+
+def test_felzenszwalb_floor_finds_flat_regions_and_runs_without_a_config(load_script, tmp_path):
+    from sard.export.classical import FelzenszwalbMaskGenerator
+
+    image = np.full((60, 90, 3), 30, np.uint8)
+    squares = [(5, 5, 12), (30, 40, 20), (10, 70, 15)]  # y0, x0, side
+    for k, (y0, x0, side) in enumerate(squares):
+        image[y0 : y0 + side, x0 : x0 + side] = (200, 60 * k, 250 - 60 * k)
+    records = FelzenszwalbMaskGenerator(scale=50, sigma=0.0, min_size=5).generate(image)
+    areas = sorted(r["area"] for r in records)
+    assert areas == sorted(side * side for _, _, side in squares)  # the background is dropped
+    r = min(records, key=lambda r: r["area"])
+    assert r["bbox"] == [5, 5, 11, 11] and r["point_coords"] == [[10.5, 10.5]]
+    with pytest.raises(ValueError, match="scale > 0"):
+        FelzenszwalbMaskGenerator(scale=0)
+    Image.fromarray(image).save(tmp_path / "flat.png")
+    tool = "tools/segment_everything.py"
+    args = [str(tmp_path / "flat.png"), "--segmenter", "felzenszwalb", "--fz-scale", "50"]
+    args += ["--fz-sigma", "0", "--fz-min-size", "5", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert load_script(tool).main(args) == 0
+    summary = _read_json(tmp_path / "o" / "flat_summary.json")
+    assert summary["count"] == 3 and summary["generator"]["segmenter"] == "felzenszwalb"
+    assert summary["tiling"]["windows"] == 1
+    with pytest.raises(SystemExit, match="--config-file is required"):
+        load_script(tool).main([str(tmp_path / "flat.png"), "--out", str(tmp_path / "o")])

@@ -38,7 +38,15 @@ def argument_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("input", metavar="IMAGE_OR_FOLDER", help="an image, or a folder of images")
-    p.add_argument("--config-file", required=True, metavar="FILE", help="the student's config")
+    p.add_argument(
+        "--config-file", metavar="FILE", help="the student's config (required with a student)"
+    )
+    p.add_argument(
+        "--segmenter",
+        choices=("student", "felzenszwalb"),
+        default="student",
+        help="the student (default), or Felzenszwalb's learning-free segmentation as a floor",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--glob", default="*", help="with a folder: file names to take (default *)")
     g = p.add_argument_group("automatic mask generator (SamAutomaticMaskGenerator's parameters)")
@@ -104,6 +112,10 @@ def argument_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="copies from two tiles overlapping by more than this fraction of the smaller are one",
     )
+    f = p.add_argument_group("--segmenter felzenszwalb (scikit-image's parameters)")
+    f.add_argument("--fz-scale", type=float, default=100.0, help="larger: larger regions")
+    f.add_argument("--fz-sigma", type=float, default=0.8, help="Gaussian smoothing before")
+    f.add_argument("--fz-min-size", type=int, default=20, help="smallest region in px")
     m = p.add_argument_group("measurement")
     m.add_argument("--mm-per-px", type=float, default=None, help="pixel size; lengths then in mm")
     m.add_argument("--min-area", type=int, default=0, help="drop objects under this many px")
@@ -164,13 +176,54 @@ def zero_hint(counts: dict, args: argparse.Namespace) -> str:
     return ""
 
 
+def generator_settings(args: argparse.Namespace, counts: dict) -> dict:
+    """What made the masks, for the summary."""
+    if args.segmenter == "felzenszwalb":
+        keys = ("fz_scale", "fz_sigma", "fz_min_size")
+    else:
+        keys = ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
+        keys += ("stability_score_offset", "box_nms_thresh", "crop_n_layers")
+    return {"segmenter": args.segmenter, **{k: getattr(args, k) for k in keys}, "counts": counts}
+
+
+WHOLE_IMAGE = 1 << 30  # a tile larger than any image: one window
+
+
+def make_generator(args: argparse.Namespace):
+    """(generator, tile px) for --segmenter: the student's automatic mask generator (tiles of
+    its input size by default), or Felzenszwalb's segmentation (the whole image by default)."""
+    from sard.export import SardAutomaticMaskGenerator, SardPredictor
+    from sard.export.classical import FelzenszwalbMaskGenerator
+
+    if args.segmenter == "felzenszwalb":
+        generator = FelzenszwalbMaskGenerator(args.fz_scale, args.fz_sigma, args.fz_min_size)
+        return generator, args.tile or WHOLE_IMAGE
+    if not args.config_file:
+        raise SystemExit("--config-file is required with --segmenter student (the default)")
+    predictor = SardPredictor.from_config(args.config_file, None, args.opts, device=args.device)
+    generator = SardAutomaticMaskGenerator(
+        predictor,
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        stability_score_offset=args.stability_score_offset,
+        box_nms_thresh=args.box_nms_thresh,
+        crop_n_layers=args.crop_n_layers,
+        crop_nms_thresh=args.crop_nms_thresh,
+        min_mask_region_area=args.min_mask_region_area,
+        output_mode="coco_rle",
+    )
+    return generator, args.tile or predictor.transform.target_length
+
+
 def main(argv=None) -> int:
     args = argument_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
     from sard.data import read_image
-    from sard.export import SardAutomaticMaskGenerator, SardPredictor, TiledMaskGenerator
+    from sard.export import TiledMaskGenerator
     from sard.export.everything import MeasureSettings, records_to_results, write_image_outputs
 
     try:
@@ -188,23 +241,9 @@ def main(argv=None) -> int:
     if args.image_ids:
         with open(args.image_ids) as f:
             coco = json.load(f)
-    predictor = SardPredictor.from_config(args.config_file, None, args.opts, device=args.device)
-    tile = args.tile or predictor.transform.target_length
-    overlap = args.tile_overlap if args.tile_overlap >= 0 else tile // 4
     try:
-        generator = SardAutomaticMaskGenerator(
-            predictor,
-            points_per_side=args.points_per_side,
-            points_per_batch=args.points_per_batch,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_score_thresh,
-            stability_score_offset=args.stability_score_offset,
-            box_nms_thresh=args.box_nms_thresh,
-            crop_n_layers=args.crop_n_layers,
-            crop_nms_thresh=args.crop_nms_thresh,
-            min_mask_region_area=args.min_mask_region_area,
-            output_mode="coco_rle",
-        )
+        generator, tile = make_generator(args)
+        overlap = args.tile_overlap if args.tile_overlap >= 0 else tile // 4
         tiler = TiledMaskGenerator(
             generator, tile, overlap, args.edge_margin, args.dedup_overlap, output_mode="coco_rle"
         )
@@ -239,14 +278,7 @@ def main(argv=None) -> int:
             "tiling": {
                 k: v for k, v in vars(stats).items() if k not in ("lost_boxes", "generator_counts")
             },
-            "generator": {
-                "points_per_side": args.points_per_side,
-                "pred_iou_thresh": args.pred_iou_thresh,
-                "stability_score_thresh": args.stability_score_thresh,
-                "stability_score_offset": args.stability_score_offset,
-                "box_nms_thresh": args.box_nms_thresh,
-                "counts": stats.generator_counts,
-            },
+            "generator": generator_settings(args, stats.generator_counts),
         }
         results = records_to_results(records, image_id, image.shape[:2])
         summary = write_image_outputs(args.out, stem, image, results, settings, extra)
