@@ -189,7 +189,8 @@ def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth,
     grown.write_text(json.dumps(_gt_as_results(coco, scale_masks=True)))
     assert tool.main(["--gt", gt_path, "--pred", str(same), "--out", str(tmp_path / "a")]) == 0
     report = _read_json(tmp_path / "a" / "size_distribution.json")
-    assert report["images"] == 2 and report["gt"] == report["pred"]
+    assert report["images"] == 2
+    assert {k: report["pred"][k] for k in report["gt"]} == report["gt"]
     assert report["gt"]["count"] == len(coco["annotations"])
     assert report["d50_error_pct"] == report["d80_error_pct"] == report["ks_distance"] == 0.0
     assert os.path.getsize(tmp_path / "a" / "size_distribution.png") > 10000
@@ -201,7 +202,13 @@ def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth,
         report["d50_error_pct"] > 5 and report["d80_error_pct"] > 5 and report["ks_distance"] > 0.1
     )
     assert report["pred"]["d50"] > report["gt"]["d50"]
-    assert "KS distance" in capsys.readouterr().out
+    # A floor is compared the same way, on the same images, and drawn as a third curve.
+    args = ["--gt", gt_path, "--pred", str(grown), "--floor", str(same), "--floor-label", "exact"]
+    assert tool.main([*args, "--out", str(tmp_path / "c")]) == 0
+    report = _read_json(tmp_path / "c" / "size_distribution.json")
+    assert report["floor"]["ks_distance"] == 0.0 and report["floor"]["d50_error_pct"] == 0.0
+    assert report["ks_distance"] == report["pred"]["ks_distance"] > 0.1
+    assert "d50 err  d80 err     KS" in capsys.readouterr().out
 
 
 def test_size_distribution_matches_images_by_file_name(load_script, tiny_synth, tmp_path):

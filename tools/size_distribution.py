@@ -12,7 +12,8 @@ a ground-truth id or file name), or every ground-truth image with --all-gt-image
 Prints and writes DIR/size_distribution.json: count, d10, d50, d80, d90 of both sets, the
 relative errors of d50 and d80, 100 (pred - gt) / gt in %, and the Kolmogorov-Smirnov distance
 D = max |F_pred - F_gt| of the two cumulative curves; DIR/size_distribution.png shows both
-curves. --min-area and --exclude-border apply to both sets alike.
+curves. --floor adds a third set (a learning-free segmentation, the trivial answer to beat),
+compared the same way. --min-area and --exclude-border apply to every set alike.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exclude-border", action="store_true", help="leave out objects touching the image border"
     )
+    p.add_argument(
+        "--floor",
+        nargs="+",
+        metavar="RESULTS.json",
+        help="results of a floor (e.g. segment_everything --segmenter felzenszwalb) to show beside",
+    )
+    p.add_argument("--floor-label", default="floor", help="legend name of the floor's curve")
     p.add_argument(
         "--labels",
         nargs=2,
@@ -105,6 +113,17 @@ def match_images(gt: dict, results: list, all_images: bool, gt_path: str):
     return [im for im in images if im["id"] in wanted], to_gt
 
 
+def read_results(paths, option: str) -> list:
+    """The COCO results of every file in ``paths``, pooled."""
+    results = []
+    for path in paths:
+        loaded = load_json(path, option)
+        if not isinstance(loaded, list):
+            raise SystemExit(f"{option} {path}: COCO results are a JSON list of objects")
+        results += loaded
+    return results
+
+
 def main(argv=None) -> int:
     args = argument_parser().parse_args(argv)
     import numpy as np
@@ -113,24 +132,27 @@ def main(argv=None) -> int:
     from sard.measure.distribution import basis_weights
 
     gt = load_json(args.gt, "--gt")
-    results = []
-    for path in args.pred:
-        loaded = load_json(path, "--pred")
-        if not isinstance(loaded, list):
-            raise SystemExit(f"--pred {path}: COCO results are a JSON list of objects")
-        results += loaded
-    images, to_gt = match_images(gt, results, args.all_gt_images, args.gt)
+    predicted = {"pred": read_results(args.pred, "--pred")}
+    if args.floor:
+        predicted["floor"] = read_results(args.floor, "--floor")
+    pooled = [r for results in predicted.values() for r in results]
+    # Images: those of the prediction (or all); a floor is compared on the same images.
+    images, _ = match_images(gt, predicted["pred"], args.all_gt_images, args.gt)
+    _, to_gt = match_images(gt, pooled, True, args.gt)
     gt_ids = {im["id"] for im in images}
-    segs = {image_id: {"gt": [], "pred": []} for image_id in gt_ids}
+    keys = ["gt", *predicted]
+    segs = {image_id: {k: [] for k in keys} for image_id in gt_ids}
     for a in gt.get("annotations", []):
         if a["image_id"] in gt_ids and not a.get("iscrowd", 0):
             segs[a["image_id"]]["gt"].append(a["segmentation"])
-    for r in results:
-        segs[to_gt[r["image_id"]]]["pred"].append(r["segmentation"])
-    sets = {"gt": ([], []), "pred": ([], [])}
+    for key, results in predicted.items():
+        for r in results:
+            if to_gt[r["image_id"]] in gt_ids:
+                segs[to_gt[r["image_id"]]][key].append(r["segmentation"])
+    sets = {k: ([], []) for k in keys}
     for entry in images:
         hw = (int(entry["height"]), int(entry["width"]))
-        for key in ("gt", "pred"):
+        for key in keys:
             table = object_sizes(segs[entry["id"]][key], hw, args.mm_per_px)
             keep = table.columns["area"] >= args.min_area * (args.mm_per_px or 1.0) ** 2
             if args.exclude_border:
@@ -140,11 +162,13 @@ def main(argv=None) -> int:
             sets[key][1].append(table.columns["area"])
     unit = "mm" if args.mm_per_px else "px"
     sizes = {k: np.concatenate(v[0]) for k, v in sets.items()}
+    weights = {k: basis_weights(np.concatenate(v[1]), args.basis) for k, v in sets.items()}
     areas = {k: np.concatenate(v[1]) for k, v in sets.items()}
-    summary = {k: distribution_summary(sizes[k], areas[k], args.basis) for k in sets}
+    summary = {k: distribution_summary(sizes[k], areas[k], args.basis) for k in keys}
     report = {
         "gt_file": args.gt,
         "pred_files": list(args.pred),
+        "floor_files": list(args.floor or []),
         "images": len(images),
         "size_measure": args.size_measure,
         "unit": unit,
@@ -152,45 +176,44 @@ def main(argv=None) -> int:
         "min_area_px": args.min_area,
         "exclude_border": args.exclude_border,
         "gt": summary["gt"],
-        "pred": summary["pred"],
     }
-    if len(sizes["gt"]) and len(sizes["pred"]):
-        for p in ("d50", "d80"):
-            report[f"{p}_error_pct"] = (
-                100 * (summary["pred"][p] - summary["gt"][p]) / summary["gt"][p]
-            )
-        report["ks_distance"] = ks_distance(
-            sizes["pred"],
-            sizes["gt"],
-            basis_weights(areas["pred"], args.basis),
-            basis_weights(areas["gt"], args.basis),
-        )
+    for key in predicted:
+        entry = dict(summary[key])
+        if len(sizes["gt"]) and len(sizes[key]):
+            for p in ("d50", "d80"):
+                entry[f"{p}_error_pct"] = (
+                    100 * (summary[key][p] - summary["gt"][p]) / summary["gt"][p]
+                )
+            entry["ks_distance"] = ks_distance(sizes[key], sizes["gt"], weights[key], weights["gt"])
+        report[key] = entry
+    # The prediction's comparison also at the top level (the figures a reader asks for first).
+    report.update({k: v for k, v in report["pred"].items() if k.endswith(("_pct", "distance"))})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "size_distribution.json"), "w") as f:
         json.dump(report, f, indent=2)
+    labels = {"gt": args.labels[0], "pred": args.labels[1], "floor": args.floor_label}
     plot_cumulative(
-        {
-            args.labels[0]: (sizes["gt"], basis_weights(areas["gt"], args.basis)),
-            args.labels[1]: (sizes["pred"], basis_weights(areas["pred"], args.basis)),
-        },
+        {labels[k]: (sizes[k], weights[k]) for k in keys},
         os.path.join(args.out, "size_distribution.png"),
         xlabel=f"{args.size_measure.replace('_', ' ')} ({unit})",
         basis=args.basis,
         title=f"{len(images)} image(s)",
     )
     print(f"{args.size_measure} ({unit}), by {args.basis}, {len(images)} image(s)")
-    print("set            count      d10      d50      d80      d90")
-    for key, label in (("gt", args.labels[0]), ("pred", args.labels[1])):
-        s = summary[key]
-        cells = " ".join(
-            f"{s[p]:8.3g}" if s[p] is not None else "       -" for p in ("d10", "d50", "d80", "d90")
+    print(
+        f"{'set':<24}{'count':>6}{'d10':>9}{'d50':>9}{'d80':>9}{'d90':>9}{'d50 err':>9}{'d80 err':>9}{'KS':>7}"
+    )
+    for key in keys:
+        s = report[key]
+        cells = "".join(
+            f"{s[p]:9.3g}" if s[p] is not None else f"{'-':>9}"
+            for p in ("d10", "d50", "d80", "d90")
         )
-        print(f"{label[:14]:14s} {s['count']:5d} {cells}")
-    if "ks_distance" in report:
-        print(
-            f"d50 error {report['d50_error_pct']:+.1f} %, d80 error {report['d80_error_pct']:+.1f} %, "
-            f"KS distance {report['ks_distance']:.3f}"
+        errors = "".join(
+            f"{s[p]:+8.1f}%" if p in s else f"{'':>9}" for p in ("d50_error_pct", "d80_error_pct")
         )
+        ks = f"{s['ks_distance']:7.3f}" if "ks_distance" in s else ""
+        print(f"{labels[key][:24]:<24}{s['count']:6d}{cells}{errors}{ks}")
     print(f"wrote {args.out}/size_distribution.json and size_distribution.png")
     return 0
 
