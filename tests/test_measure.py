@@ -152,3 +152,19 @@ def test_plot_writes_a_png(tmp_path):
     )
     image = np.asarray(Image.open(path))
     assert image.shape[0] > 300 and image.shape[1] > 500
+
+
+def test_matched_objects_counts_ground_truth_found_at_iou_half(masks):
+    from sard.measure.matching import matched_objects
+
+    disc, rect, tilted = masks
+    shifted = np.roll(disc, 3, axis=1)  # IoU with the disc well above 0.5
+    half = rect.copy()
+    half[:, 61:] = False  # 11 of 21 columns: IoU 0.52 -> found
+    third = rect.copy()
+    third[:, 57:] = False  # 7 of 21: IoU 0.33 -> not found
+    assert matched_objects([disc, rect, tilted], [shifted, half], (H, W)) == (2, 3)
+    assert matched_objects([disc, rect, tilted], [third], (H, W)) == (0, 3)
+    assert matched_objects([encode_mask(disc)], [encode_mask(disc)], (H, W)) == (1, 1)
+    assert matched_objects([disc], [], (H, W)) == (0, 1)
+    assert matched_objects([], [disc], (H, W)) == (0, 0)

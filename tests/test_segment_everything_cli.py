@@ -193,6 +193,7 @@ def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth,
     assert {k: report["pred"][k] for k in report["gt"]} == report["gt"]
     assert report["gt"]["count"] == len(coco["annotations"])
     assert report["d50_error_pct"] == report["d80_error_pct"] == report["ks_distance"] == 0.0
+    assert report["gt_found_pct"] == 100.0
     assert os.path.getsize(tmp_path / "a" / "size_distribution.png") > 10000
     args = ["--gt", gt_path, "--pred", str(grown), "--mm-per-px", "2", "--basis", "area"]
     assert tool.main([*args, "--out", str(tmp_path / "b")]) == 0

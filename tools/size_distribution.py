@@ -12,7 +12,8 @@ a ground-truth id or file name), or every ground-truth image with --all-gt-image
 Prints and writes DIR/size_distribution.json: count, d10, d50, d80, d90 of both sets, the
 relative errors of d50 and d80, 100 (pred - gt) / gt in %, and the Kolmogorov-Smirnov distance
 D = max |F_pred - F_gt| of the two cumulative curves; DIR/size_distribution.png shows both
-curves. --floor adds a third set (a learning-free segmentation, the trivial answer to beat),
+curves; "GT found" is the % of ground-truth objects some predicted mask covers with IoU >= 0.5
+(recall: with partly labelled photos precision cannot be measured). --floor adds a third set (a learning-free segmentation, the trivial answer to beat),
 compared the same way. --min-area and --exclude-border apply to every set alike.
 """
 
@@ -130,6 +131,7 @@ def main(argv=None) -> int:
 
     from sard.measure import distribution_summary, ks_distance, object_sizes, plot_cumulative
     from sard.measure.distribution import basis_weights
+    from sard.measure.matching import matched_objects
 
     gt = load_json(args.gt, "--gt")
     predicted = {"pred": read_results(args.pred, "--pred")}
@@ -150,8 +152,13 @@ def main(argv=None) -> int:
             if to_gt[r["image_id"]] in gt_ids:
                 segs[to_gt[r["image_id"]]][key].append(r["segmentation"])
     sets = {k: ([], []) for k in keys}
+    matched = {k: [0, 0] for k in predicted}
     for entry in images:
         hw = (int(entry["height"]), int(entry["width"]))
+        for key in predicted:
+            found, total = matched_objects(segs[entry["id"]]["gt"], segs[entry["id"]][key], hw)
+            matched[key][0] += found
+            matched[key][1] += total
         for key in keys:
             table = object_sizes(segs[entry["id"]][key], hw, args.mm_per_px)
             keep = table.columns["area"] >= args.min_area * (args.mm_per_px or 1.0) ** 2
@@ -185,9 +192,11 @@ def main(argv=None) -> int:
                     100 * (summary[key][p] - summary["gt"][p]) / summary["gt"][p]
                 )
             entry["ks_distance"] = ks_distance(sizes[key], sizes["gt"], weights[key], weights["gt"])
+        entry["gt_found_pct"] = 100.0 * matched[key][0] / max(matched[key][1], 1)
         report[key] = entry
     # The prediction's comparison also at the top level (the figures a reader asks for first).
     report.update({k: v for k, v in report["pred"].items() if k.endswith(("_pct", "distance"))})
+    report["gt_found_iou"] = 0.5
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "size_distribution.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -201,7 +210,8 @@ def main(argv=None) -> int:
     )
     print(f"{args.size_measure} ({unit}), by {args.basis}, {len(images)} image(s)")
     print(
-        f"{'set':<24}{'count':>6}{'d10':>9}{'d50':>9}{'d80':>9}{'d90':>9}{'d50 err':>9}{'d80 err':>9}{'KS':>7}"
+        f"{'set':<24}{'count':>6}{'d10':>9}{'d50':>9}{'d80':>9}{'d90':>9}{'d50 err':>9}"
+        f"{'d80 err':>9}{'KS':>7}{'GT found':>10}"
     )
     for key in keys:
         s = report[key]
@@ -212,8 +222,9 @@ def main(argv=None) -> int:
         errors = "".join(
             f"{s[p]:+8.1f}%" if p in s else f"{'':>9}" for p in ("d50_error_pct", "d80_error_pct")
         )
-        ks = f"{s['ks_distance']:7.3f}" if "ks_distance" in s else ""
-        print(f"{labels[key][:24]:<24}{s['count']:6d}{cells}{errors}{ks}")
+        ks = f"{s['ks_distance']:7.3f}" if "ks_distance" in s else f"{'':>7}"
+        found = f"{s['gt_found_pct']:9.1f}%" if "gt_found_pct" in s else ""
+        print(f"{labels[key][:24]:<24}{s['count']:6d}{cells}{errors}{ks}{found}")
     print(f"wrote {args.out}/size_distribution.json and size_distribution.png")
     return 0
 
