@@ -162,10 +162,14 @@ def test_datasets_root_follows_environment(monkeypatch):
 
 
 def test_prompt_label_constants_are_the_models_contract():
-    """The mapper and the models read one set of label values, and importing it loads no torch."""
-    from sard.data import prompts
-    from sard.models import base
+    """One home for the label values (SAM's convention), and importing it loads no torch."""
+    import subprocess
+    import sys
 
-    for name in ("LABEL_PAD", "LABEL_NEG", "LABEL_POS", "LABEL_BOX_TL", "LABEL_BOX_BR"):
-        assert getattr(prompts, name) == getattr(base, name), name
-    assert (base.LABEL_PAD, base.LABEL_POS, base.LABEL_BOX_TL, base.LABEL_BOX_BR) == (-1, 1, 2, 3)
+    from sard import prompt_labels
+
+    values = (prompt_labels.LABEL_PAD, prompt_labels.LABEL_NEG, prompt_labels.LABEL_POS)
+    assert values + (prompt_labels.LABEL_BOX_TL, prompt_labels.LABEL_BOX_BR) == (-1, 0, 1, 2, 3)
+    probe = "import sys, sard.prompt_labels; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
