@@ -66,6 +66,12 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
     buckets = (out / "buckets.md").read_text()
     assert "| method | seeds | bIoU_small |" in buckets and "| sard | 1 |" in buckets
     assert "ΔmIoU vs none" in table and "| sard | 1 |" in table
+    # The prompt-box floor: a row of every table, from the evaluator's box_* metrics.
+    floor = saved["box_floor"]
+    assert floor == {m: saved["teacher"]["metrics"][f"box_{m}"] for m in ("mIoU", "bIoU")}
+    assert f"| prompt box (filled) | — | {floor['mIoU']:.1f} | {floor['bIoU']:.1f} |" in table
+    assert "vs the prompt-box floor" in table and "prompt box (filled)" in buckets
+    assert "| prompt box (filled) | 0 | 0 | 0 |" in (out / "efficiency.md").read_text()
     eff = (out / "efficiency.md").read_text()
     assert "teacher efficient_sam:tiny (embed_dim=64" in eff and "efficient_sam:tiny + sard" in eff
     assert saved["efficiency"]["teacher"]["params_m"] > 0
@@ -119,10 +125,10 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
         assert moved["image_size"] == 64 and list(moved["summary"]) == ["none", "sard"]
         assert moved["teacher"]["count"] > 40  # the test photo holds 45 to 190 grains
         assert (out / "transfer_gravel.png").stat().st_size < 500_000
-        assert (
-            "evaluated unchanged on the gravel test split"
-            in (out / "transfer_gravel.md").read_text()
-        )
+        moved_table = (out / "transfer_gravel.md").read_text()
+        assert "evaluated unchanged on the gravel test split" in moved_table
+        assert "| prompt box (filled) |" in moved_table
+        assert moved["box_floor"]["mIoU"] == moved["teacher"]["box_mIoU"]
 
     # A given teacher (the README passes the quickstart's) is evaluated, never retrained.
     given = str(out / "teacher" / "model_final.pth")

@@ -50,8 +50,11 @@ import torch  # noqa: E402
 from sard.data.synthetic import SynthConfig  # noqa: E402
 from sard.reporting import (  # noqa: E402
     METHOD_VARIANTS,
+    below_floor,
+    box_floor,
     comparison_headers,
     comparison_rows,
+    floor_note,
     markdown_table,
     plot_method_bars,
     summarise_runs,
@@ -283,25 +286,35 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     print("[3/3] report", flush=True)
     summary = summarise_runs(runs, METRICS)
     baselines = [b for b in BASELINES if b in summary]
-    table = markdown_table(
-        comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
+    floor = box_floor([teacher] + runs, METRICS)
+    table = (
+        markdown_table(
+            comparison_headers(METRICS, baselines),
+            comparison_rows(summary, METRICS, baselines, floor=floor),
+        )
+        + "\n"
+        + floor_note(below_floor(summary, floor, METRICS), floor)
     )
     buckets = [m for m in BUCKET_METRICS if all(m in r["metrics"] for r in runs)]
     if buckets:
         bucket_summary = summarise_runs(runs, buckets)
+        bucket_floor = box_floor(runs, buckets)
         controls = [b for b in ("none", "uniform") if b in summary]
         (out / "buckets.md").write_text(
             "Small: GT area < 16² px; nb3+: touching 3 or more other instances. Δ: paired over "
             "seeds (± std, seeds won).\n\n"
             + markdown_table(
                 comparison_headers(buckets, controls),
-                comparison_rows(bucket_summary, buckets, controls),
+                comparison_rows(bucket_summary, buckets, controls, floor=bucket_floor),
             )
+            + "\n"
+            + floor_note(below_floor(bucket_summary, bucket_floor, buckets), bucket_floor)
         )
-    eff_table, eff = efficiency_table(args, out, dataset, teacher, summary)
+    eff_table, eff = efficiency_table(args, out, dataset, teacher, summary, floor)
     header = (
         f"{dataset_label(args)}, {args.scale} scale: teacher {teacher_member(args).describe()} "
-        f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}), "
+        f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}"
+        f"{teacher_versus_floor(teacher, floor)}), "
         f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
         f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds "
@@ -317,6 +330,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         out / "bars.png",
         metrics=METRICS,
         reference={m: teacher["metrics"][m] for m in METRICS},
+        floor=floor,
         title=f"{dataset_label(args)}, {args.scale} scale: mean ± std over {len(args.seeds)} "
         "seed(s); dashed: the teacher",
     )
@@ -328,6 +342,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "teacher": teacher,
         "runs": runs,
         "summary": summary,
+        "box_floor": floor,
         "efficiency": eff,
         "wall_s": time.perf_counter() - start,
     }
@@ -339,6 +354,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"({payload['wall_s']:.0f} s)"
     )
     return payload
+
+
+def teacher_versus_floor(teacher: Dict, floor: Optional[Dict[str, float]]) -> str:
+    """The header's "; +a / +b vs the prompt-box floor: above it" ("" without a floor)."""
+    if not floor:
+        return ""
+    gaps = {m: teacher["metrics"][m] - v for m, v in floor.items()}
+    word = "above" if all(g >= 0 for g in gaps.values()) else "BELOW"
+    gap = " / ".join(f"{g:+.1f}" for g in gaps.values())
+    return f"; {gap} vs the prompt-box floor: {word} it"
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import torch  # noqa: E402
 
 from sard.data.synthetic import SynthConfig  # noqa: E402
 from sard.reporting import (  # noqa: E402
+    BOX_FLOOR_LABEL,
     Member,
     RunSpec,
     Schedule,
@@ -64,6 +65,11 @@ from sard.reporting.study import (  # noqa: E402
     widened_member,
 )
 from sard.reporting.study_data import ensure_synth, register_splits  # noqa: E402
+from sard.reporting.tables import (  # noqa: E402
+    BELOW_FLOOR_MARK,
+    box_floor,
+    floor_note,
+)
 from sard.reporting.visuals import (  # noqa: E402
     limit_prompts,
     model_input_image,
@@ -255,7 +261,24 @@ def report(args, out: Path, specs, records, trainers) -> Dict:
         "iters",
         "train+eval (s)",
     ]
-    table = markdown_table(headers, rows, align="ll" + "r" * 7)
+    floor = box_floor(list(records.values()))
+    if floor:
+        rows.append(
+            [BOX_FLOOR_LABEL, "each GT's own box", "0", "0", "0"]
+            + [f"{floor[m]:.1f}" for m in ("mIoU", "bIoU")]
+            + ["—", "—"]
+        )
+        below = {
+            titles[k]: [m for m in floor if records[k]["metrics"][m] < floor[m]] for k in specs
+        }
+        for key, spec in specs.items():  # mark the models' cells below the floor
+            for col, metric in ((5, "mIoU"), (6, "bIoU")):
+                if metric in below[titles[key]]:
+                    rows[list(specs).index(key)][col] += f" {BELOW_FLOOR_MARK}"
+        note = floor_note({k: v for k, v in below.items() if v}, floor)
+    else:
+        note = ""
+    table = markdown_table(headers, rows, align="ll" + "r" * 7) + ("\n" + note if note else "")
 
     image = sample["image"].permute(1, 2, 0).numpy().clip(0, 255).astype("uint8")
     gt = sample["gt_masks"].numpy().astype(bool)
@@ -269,7 +292,7 @@ def report(args, out: Path, specs, records, trainers) -> Dict:
     render_structure_map(model_input_image(sample), smap, out / "structure_map.png")
     logs = {titles[k]: read_metrics_json(out / k / "metrics.json") for k in specs}
     plot_training_curves(logs, out / "training_curves.png")
-    return {"table": table, "summary": summary, "image": record["file_name"]}
+    return {"table": table, "summary": summary, "image": record["file_name"], "box_floor": floor}
 
 
 def _to_input_frame(masks, hw):
@@ -342,6 +365,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "settings": vars(args),
         "runs": result["summary"],
         "teacher_clearly_better": _teacher_margin(records) >= CLEARLY_BETTER,
+        "box_floor": result["box_floor"],
         "wall_s": wall,
     }
     with open(out / "results.json", "w") as f:
@@ -360,7 +384,8 @@ def _teacher_margin(records: Dict) -> float:
 
 
 def _check_teacher(records: Dict) -> None:
-    """Distillation from a teacher no better than the student has nothing to transfer."""
+    """Distillation from a teacher no better than the student, or no better than filling its
+    prompt box, has nothing to transfer: say so."""
     margin = _teacher_margin(records)
     if margin < CLEARLY_BETTER:
         print(
@@ -371,6 +396,18 @@ def _check_teacher(records: Dict) -> None:
         )
     else:
         print(f"      the teacher is {margin:+.1f} mIoU above the scratch student", flush=True)
+    floor = box_floor([records["teacher"]])
+    if floor:
+        gaps = {m: records["teacher"]["metrics"][m] - v for m, v in floor.items()}
+        text = " / ".join(f"{m} {g:+.1f}" for m, g in gaps.items())
+        if min(gaps.values()) < 0:
+            print(
+                f"      WARNING: the teacher is below the prompt-box floor ({text}): it has "
+                "learned nothing beyond its box prompts; see the README's regime notes.",
+                flush=True,
+            )
+        else:
+            print(f"      the teacher is above the prompt-box floor ({text})", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import json
 import os
 from concurrent.futures import as_completed
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .efficiency import measure_inference
 from .plots import plot_method_bars
@@ -27,7 +27,16 @@ from .study import (
     widened_member,
 )
 from .study_data import ensure_gravel, ensure_mnfinder, register_splits
-from .tables import comparison_headers, comparison_rows, markdown_table, summarise_runs
+from .tables import (
+    BOX_FLOOR_LABEL,
+    below_floor,
+    box_floor,
+    comparison_headers,
+    comparison_rows,
+    floor_note,
+    markdown_table,
+    summarise_runs,
+)
 from .visuals import limit_prompts, test_sample
 
 METRICS = ("mIoU", "bIoU")
@@ -182,18 +191,31 @@ def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
         )
     summary = summarise_runs(moved, METRICS)
     baselines = [b for b in BASELINES if b in summary]
+    floor = box_floor([{"metrics": t_metrics}] + moved, METRICS)
     header = (
         f"Trained on {args.dataset}, evaluated unchanged on the {name} test split at "
         f"{size} px. Teacher: mIoU {t_metrics['mIoU']:.1f}, bIoU {t_metrics['bIoU']:.1f}; "
         "mean ± std over seeds.\n\n"
     )
-    table = header + markdown_table(
-        comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
+    table = (
+        header
+        + markdown_table(
+            comparison_headers(METRICS, baselines),
+            comparison_rows(summary, METRICS, baselines, floor=floor),
+        )
+        + "\n"
+        + floor_note(below_floor(summary, floor, METRICS), floor)
     )
     (out / f"transfer_{name}.md").write_text(table)
     with open(out / f"transfer_{name}.json", "w") as f:
         json.dump(
-            {"teacher": t_metrics, "runs": moved, "summary": summary, "image_size": size},
+            {
+                "teacher": t_metrics,
+                "runs": moved,
+                "summary": summary,
+                "box_floor": floor,
+                "image_size": size,
+            },
             f,
             indent=2,
         )
@@ -202,14 +224,18 @@ def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
         out / f"transfer_{name}.png",
         metrics=METRICS,
         reference={m: t_metrics[m] for m in METRICS},
+        floor=floor,
         title=f"trained on {args.dataset}, evaluated on {name}",
     )
     return table
 
 
-def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> Tuple[str, Dict]:
+def efficiency_table(
+    args, out: Path, dataset, teacher: Dict, summary: Dict, floor: Optional[Dict] = None
+) -> Tuple[str, Dict]:
     """Params, GFLOPs, latency of the teacher and of the (shared) student architecture, with
-    each method's mIoU/bIoU; measured on the first test image with --latency-prompts prompts."""
+    each method's mIoU/bIoU; measured on the first test image with --latency-prompts prompts.
+    ``floor`` (the prompt-box floor) adds its row: no parameters, no cost."""
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
     register_splits(*dataset)
     t_trainer = build_trainer(
@@ -246,6 +272,8 @@ def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> 
                 f"{stats['bIoU']['mean']:.1f}",
             ]
         )
+    if floor:
+        rows.append([BOX_FLOOR_LABEL, "0", "0", "0"] + [f"{floor[m]:.1f}" for m in METRICS])
     table = markdown_table(
         ["model", "params (M)", "GFLOPs/img", "latency (ms/img)", "mIoU", "bIoU"], rows
     )
