@@ -63,6 +63,7 @@ from sard.reporting.study import (  # noqa: E402
     spawn_pool,
     train_run_job,
     widened_member,
+    with_patch_size,
 )
 from sard.reporting.study_data import ensure_synth, register_splits  # noqa: E402
 from sard.reporting.tables import (  # noqa: E402
@@ -92,7 +93,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default="output/quickstart", help="output folder")
     p.add_argument("--data-dir", default="", help="dataset folder (default OUT/data/...)")
     p.add_argument("--config-file", default=TINY_SAM_CONFIG, help="base YAML of every run")
-    p.add_argument("--image-size", type=int, default=128, help="square image and input size, px")
+    p.add_argument("--image-size", type=int, default=128, help="square synthetic image size, px")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=0,
+        help="model input size, px (0: --image-size; larger upsamples: a finer feature grid)",
+    )
     p.add_argument("--num-train", type=int, default=64, help="synthetic training images")
     p.add_argument("--num-test", type=int, default=16, help="synthetic test images")
     p.add_argument("--min-size", type=float, default=8.0, help="smallest fragment, px")
@@ -102,11 +109,43 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, help="images per iteration")
     p.add_argument("--prompts", type=int, default=32, help="box prompts per training image")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("LOW", "HIGH"),
+        help="training augmentation: random rescale range (flips are always on)",
+    )
     p.add_argument("--teacher-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument(
+        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument(
+        "--teacher-weights",
+        default="",
+        help="a trained teacher (model_final.pth, e.g. the one under weights/): evaluated, "
+        "not trained; its architecture flags must match",
+    )
+    p.add_argument(
+        "--eval-period",
+        type=int,
+        default=0,
+        help="also evaluate every N iterations (learning curves in metrics.json; 0: at the end)",
+    )
+    p.add_argument(
+        "--teacher-only",
+        action="store_true",
+        help="train and evaluate the teacher, then stop (how the shipped teacher is made)",
+    )
     p.add_argument("--teacher-embed-dim", type=int, default=128)
     p.add_argument("--teacher-depth", type=int, default=4)
     p.add_argument("--teacher-heads", type=int, default=4)
-    p.add_argument("--student-size", default="tiny", help="EfficientSAM size: tiny, ti, s")
+    p.add_argument("--student-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument("--student-size", default="tiny", help="family size: tiny (ti, s, vit_b, ...)")
+    p.add_argument(
+        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
+    )
     p.add_argument("--seed", type=int, default=0, help="data, teacher and students")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -138,8 +177,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.image_size % 16:
-        p.error(f"--image-size must be a multiple of 16 (the models' patch), got {args.image_size}")
+    args.input_size = args.input_size or args.image_size
+    if args.input_size % 16:
+        p.error(f"--input-size must be a multiple of 16 (the models' patch), got {args.input_size}")
+    if not 0 < args.scale_jitter[0] <= args.scale_jitter[1]:
+        p.error("--scale-jitter needs 0 < LOW <= HIGH")
+    if args.teacher_weights and not os.path.isfile(args.teacher_weights):
+        p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    for role in ("teacher", "student"):
+        family, patch = getattr(args, f"{role}_family"), getattr(args, f"{role}_patch")
+        try:
+            with_patch_size(Member(family, "tiny"), patch)
+        except ValueError as err:
+            p.error(f"--{role}-patch: {err}")
+        if args.input_size % patch:
+            p.error(f"--input-size {args.input_size} is not a multiple of --{role}-patch {patch}")
     return args
 
 
@@ -150,28 +202,49 @@ def stage(index: int, text: str) -> None:
 
 def teacher_member(args: argparse.Namespace) -> Member:
     """The teacher: the "tiny" size of --teacher-family widened and deepened (SAM: global
-    attention in every other block, the rest windowed, as SAM)."""
-    return widened_member(
+    attention in every other block, the rest windowed, as SAM), with --teacher-patch."""
+    member = widened_member(
         args.teacher_family, "tiny", args.teacher_embed_dim, args.teacher_depth, args.teacher_heads
     )
+    return with_patch_size(member, args.teacher_patch)
+
+
+def student_member(args: argparse.Namespace) -> Member:
+    """The student: --student-family at --student-size with --student-patch."""
+    return with_patch_size(Member(args.student_family, args.student_size), args.student_patch)
+
+
+def teacher_weights(args: argparse.Namespace, out: Path) -> str:
+    """The teacher checkpoint the SARD student learns from: --teacher-weights (absolute) when
+    given, else the one this quickstart trains in OUT/teacher."""
+    if args.teacher_weights:
+        return os.path.abspath(args.teacher_weights)
+    return str(out / "teacher" / "model_final.pth")
 
 
 def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dict[str, RunSpec]:
     """Teacher, scratch student and SARD student; the students share schedule and seed."""
+    jitter = tuple(args.scale_jitter)
     common = dict(
         seed=args.seed,
-        image_size=args.image_size,
+        image_size=args.input_size,
         train_name=names["train"],
         test_name=names["test"],
         device=args.device,
+        extra_opts=([] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)])
+        + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else []),
     )
     sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
     teacher = teacher_member(args)
-    student = Member("efficient_sam", args.student_size)
+    student = student_member(args)
     students = Schedule(args.student_iters, **sched)
+    # A given teacher is only evaluated (0 iterations, its weights loaded), as compare_methods.
+    given = ["MODEL.WEIGHTS", os.path.abspath(args.teacher_weights)] if args.teacher_weights else []
+    teacher_common = dict(common, extra_opts=common["extra_opts"] + given)
+    t_iters = 0 if args.teacher_weights else args.teacher_iters
     return {
         "teacher": RunSpec(
-            "none", student=teacher, schedule=Schedule(args.teacher_iters, **sched), **common
+            "none", student=teacher, schedule=Schedule(t_iters, **sched), **teacher_common
         ),
         "scratch": RunSpec("none", student=student, schedule=students, **common),
         "sard": RunSpec(
@@ -179,7 +252,7 @@ def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dic
             student=student,
             schedule=students,
             teacher=teacher,
-            teacher_weights=str(out / "teacher" / "model_final.pth"),
+            teacher_weights=teacher_weights(args, out),
             **common,
         ),
     }
@@ -320,11 +393,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     names, dataset = prepare_data(args, out)
     specs = run_specs(args, names, out)
     records, trainers = {}, {}
+    origin = f"loaded from {args.teacher_weights}" if args.teacher_weights else "from scratch"
     labels = {
-        "teacher": f"teacher {specs['teacher'].student.describe()} from scratch",
+        "teacher": f"teacher {specs['teacher'].student.describe()} {origin}",
         "scratch": f"student {specs['scratch'].student.describe()} from scratch",
         "sard": "student distilled with SARD from the teacher",
     }
+    if args.teacher_only:
+        return _teacher_only(args, out, specs["teacher"], labels["teacher"], start)
     parallel = args.jobs > 1 and read_results(str(out / "scratch")) is None
     with contextlib.ExitStack() as stack:
         background = None
@@ -376,6 +452,28 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"training_curves.png"
     )
     print(f"total wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    return payload
+
+
+def _teacher_only(args, out: Path, spec: RunSpec, label: str, start: float) -> Dict:
+    """--teacher-only: train and evaluate the teacher, check it against the box floor, write
+    results.json (settings, the teacher's record, the floor) and stop."""
+    stage(2, f"{label}: {spec.schedule.iters} iterations (--teacher-only: the last stage)")
+    record, _ = train_stage(args, "teacher", spec, out)
+    floor = box_floor([record])
+    if floor:
+        gaps = " / ".join(f"{m} {record['metrics'][m] - v:+.1f}" for m, v in floor.items())
+        values = " / ".join(f"{m} {v:.1f}" for m, v in floor.items())
+        print(f"      versus the prompt-box floor ({values}): {gaps}", flush=True)
+    payload = {
+        "settings": vars(args),
+        "runs": {"teacher": {**record, "model": spec.student.describe()}},
+        "box_floor": floor,
+        "wall_s": time.perf_counter() - start,
+    }
+    with open(out / "results.json", "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {out}/results.json; the teacher is {out}/teacher/model_final.pth")
     return payload
 
 
