@@ -11,6 +11,11 @@ detectron2-style predictions made by the STUDENT ALONE (the teacher never runs a
 The teacher is held by a ``FrozenTeacher`` (no grad, always eval, absent from ``state_dict`` and
 ``parameters()``), so an optimizer over ``distiller.parameters()`` trains the student and the head
 only, and a saved checkpoint holds ``student.*`` and ``head.*`` keys only.
+
+Padded images (SAM's "longest_pad", the semantic "fit_pad"): each image's valid region
+(the mapper's ``input_hw``) goes to W(i) and to every distillation loss that handles padding
+(``handles_padding``: SARD/uniform, CWD, MGD) as a mask of the cells that show the image
+(``sard.structure.valid_cells``), so padding is neither structure nor a target.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class SARDDistiller(nn.Module):
     def _run_teacher(
         self, images: torch.Tensor, valid_hw: Optional[List]
     ) -> Dict[str, torch.Tensor]:
+        """Teacher taps, W for SARD (on each image's valid cells), semantic scores."""
         taps = [self.teacher_tap] + [t for t in self.review_taps if t != self.teacher_tap]
         if self.promptable:
             feats = encode(self.teacher, images, valid_hw)
@@ -127,8 +133,9 @@ class SARDDistiller(nn.Module):
         if self.method == "sard":
             from sard.structure import compute_structure_map
 
+            feats = out[self.teacher_tap]
             out["structure_weight"] = compute_structure_map(
-                out[self.teacher_tap], **self.structure_kwargs
+                feats, valid_mask=_valid_mask(valid_hw, images, feats), **self.structure_kwargs
             ).weight
         return out
 
@@ -169,22 +176,36 @@ class SARDDistiller(nn.Module):
         s_logits: Optional[torch.Tensor],
         t_logits_fn,
         targets=None,
+        valid_fn=None,
     ) -> Dict[str, torch.Tensor]:
+        """The head's terms. ``valid_fn(reference, per)``: the valid mask (None: no padding) of
+        a map ``reference`` with one entry per image (per="image": features, class logits) or
+        per prompt (per="prompt": mask logits), given to heads that handle padding."""
         kind = self.consumes
         if kind == "none":
             return {}
+        padding = {}
         if kind == "features":
+            teacher = t_out[self.teacher_tap]
+            if valid_fn is not None and getattr(self.head, "handles_padding", False):
+                padding = {"valid_mask": valid_fn(teacher, "image")}
             return self.head(
                 s_feats[self.student_tap],
-                t_out[self.teacher_tap],
+                teacher,
                 weight=t_out.get("structure_weight"),
+                **padding,
             )
         if kind == "multi_features":
             s_list = [s_feats[t] for t in self.review_taps]
             t_list = [t_out[t] for t in self.review_taps]
             return self.head(s_list, t_list)
         if kind == "logits":
-            return self.head(s_logits, t_logits_fn(), targets=targets)
+            teacher = t_logits_fn()
+            if valid_fn is not None and getattr(self.head, "handles_padding", False):
+                padding = {
+                    "valid_mask": valid_fn(teacher, "prompt" if self.promptable else "image")
+                }
+            return self.head(s_logits, teacher, targets=targets, **padding)
         raise ValueError(f"unknown distillation input kind {kind!r}")
 
     def _forward_promptable(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
@@ -207,7 +228,16 @@ class SARDDistiller(nn.Module):
                 t_pred = self.teacher.predict_masks(feats, batch.prompts)
             return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
 
-        terms = self._distill(s_feats, t_out, logits[batch.valid], teacher_logits)
+        # Per-image valid masks; mask logits are per prompt (its image's mask).
+        prompt_image = torch.nonzero(batch.valid)[:, 0]
+
+        def valid_fn(reference: torch.Tensor, per: str) -> Optional[torch.Tensor]:
+            mask = _valid_mask(valid_hw, batch.images, reference)
+            return mask[prompt_image] if mask is not None and per == "prompt" else mask
+
+        terms = self._distill(
+            s_feats, t_out, logits[batch.valid], teacher_logits, valid_fn=valid_fn
+        )
         losses.update(self._ramped(terms))
         return losses
 
@@ -218,7 +248,9 @@ class SARDDistiller(nn.Module):
         losses = {k: v * self.mu for k, v in (s_out.losses or {}).items()}
         if self.method == "none":
             return losses
-        t_out = self._teacher_image_outputs(images)
+        valid_hw = [tuple(x["input_hw"]) for x in batched_inputs if "input_hw" in x]
+        valid_hw = valid_hw if len(valid_hw) == len(batched_inputs) else None
+        t_out = self._teacher_image_outputs(images, valid_hw)
 
         # Families return scores of different kinds (Mask2Former: non-negative class scores);
         # each converts its own to logits for the logit-based baselines.
@@ -228,7 +260,14 @@ class SARDDistiller(nn.Module):
 
         target = _match_targets(torch.stack(targets), s_out.sem_logits.shape[-2:])
         s_logits = self.student.kd_logits(s_out.sem_logits)
-        terms = self._distill(s_out.features, t_out, s_logits, teacher_logits, target)
+        terms = self._distill(
+            s_out.features,
+            t_out,
+            s_logits,
+            teacher_logits,
+            target,
+            valid_fn=lambda reference, per: _valid_mask(valid_hw, images, reference),
+        )
         losses.update(self._ramped(terms))
         return losses
 
@@ -278,6 +317,22 @@ def encode(model: nn.Module, images: torch.Tensor, valid_hw: Optional[List]) -> 
     if valid_hw is not None and getattr(model, "resize_mode", None) == "longest_pad":
         return model.extract_features(images, valid_hw=valid_hw)
     return model.extract_features(images)
+
+
+def _valid_mask(
+    valid_hw: Optional[List], images: torch.Tensor, reference: torch.Tensor
+) -> Optional[torch.Tensor]:
+    """(B, 1, h, w) bool: the cells of a map ``reference`` (..., h, w) over the whole input
+    frame ``images`` (B, 3, H, W) that show each image (``sard.structure.valid_cells``); None
+    when nothing is padded (every valid_hw is the whole frame) or valid_hw is unknown."""
+    if valid_hw is None:
+        return None
+    frame = tuple(images.shape[-2:])
+    if all(tuple(int(v) for v in hw) == frame for hw in valid_hw):
+        return None
+    from sard.structure import valid_cells
+
+    return valid_cells(valid_hw, frame, reference.shape[-2:], device=reference.device)
 
 
 def _upsample_masks(mask_logits: torch.Tensor, size) -> torch.Tensor:
