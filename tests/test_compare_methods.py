@@ -157,3 +157,52 @@ def test_compare_methods_argument_errors(compare, tmp_path):
     assert args.tile == 0
     args = compare.parse_args(["--dataset", "mnfinder", "--out", "x"])
     assert args.image_size == 128 and args.tile == 128  # native-resolution tiles on a CPU
+    # A COCO dataset: all four flags, files that exist, not together with --dataset.
+    coco = tmp_path / "a.json"
+    coco.write_text("{}")
+    four = ["--train-json", str(coco), "--train-images", str(tmp_path)]
+    four += ["--test-json", str(coco), "--test-images", str(tmp_path)]
+    args = compare.parse_args(["--out", "x", *four])
+    assert args.dataset == "custom" and args.tile == 0 and args.transfer_image_size == 256
+    for bad in (
+        four[:6],  # --test-images missing
+        ["--dataset", "synth", *four],
+        [*four[:2], str(tmp_path / "nope.json"), *four[3:]],
+        [*four, "--transfer-json", str(coco)],  # without --transfer-images
+        [*four, "--transfer-json", str(coco), "--transfer-images", str(tmp_path),
+         "--transfer-to", "gravel"],  # fmt: skip
+    ):
+        with pytest.raises(SystemExit):
+            compare.parse_args(["--out", "x", *bad])
+
+
+def test_any_coco_dataset_tiled_with_a_transfer_set(compare, tmp_path):
+    """--train/--test-json/-images instead of --dataset, tiles at native resolution, and every
+    model evaluated unchanged on another labelled set (tiled as well)."""
+    from sard.data.synthetic import SynthConfig
+    from sard.reporting.study_data import ensure_synth
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    ensure_synth(str(data), SynthConfig(image_size=96, min_size=6, max_size=16),
+                 {"train": 2, "test": 1}, seed=0, progress=False)  # fmt: skip
+    ensure_synth(str(other), SynthConfig(image_size=128, min_size=8, max_size=20),
+                 {"test": 1}, seed=1, progress=False)  # fmt: skip
+    flags = TINY[2:]  # the synth-only flags are ignored for a COCO dataset
+    out = tmp_path / "cmp"
+    custom = ["--train-json", str(data / "train.json"), "--train-images", str(data / "train")]
+    custom += ["--test-json", str(data / "test.json"), "--test-images", str(data / "test")]
+    transfer = ["--transfer-json", str(other / "test.json"), "--transfer-images"]
+    transfer += [str(other / "test"), "--transfer-tile", "64"]
+    payload = compare.main(["--out", str(out), *custom, "--tile", "48", *transfer, *flags])
+    assert payload["settings"]["dataset"] == "custom"
+    tiles = json.loads((out / "data" / "custom_tile48" / "test.json").read_text())
+    assert len(tiles["images"]) == 4  # a 96 px image in 48 px tiles
+    assert all(im["width"] == im["height"] == 48 for im in tiles["images"])
+    assert os.path.islink(out / "data" / "custom" / "train.json")  # linked, not copied
+    moved = json.loads((out / "transfer_transfer_tile64.json").read_text())
+    assert moved["image_size"] == 64 and list(moved["summary"]) == ["none", "sard"]
+    assert "| prompt box (filled) |" in (out / "transfer_transfer_tile64.md").read_text()
+    # Another dataset into the same folder is refused, naming the link.
+    with pytest.raises(ValueError, match="other data"):
+        compare.main(["--out", str(out), *custom[:4], "--test-json", str(other / "test.json"),
+                      "--test-images", str(other / "test"), *flags])  # fmt: skip

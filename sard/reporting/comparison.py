@@ -26,7 +26,13 @@ from .study import (
     train_run_job,
     widened_member,
 )
-from .study_data import ensure_gravel, ensure_mnfinder, register_splits
+from .study_data import (
+    ensure_gravel,
+    ensure_mnfinder,
+    ensure_tiles,
+    link_coco_split,
+    register_splits,
+)
 from .tables import (
     BOX_FLOOR_LABEL,
     below_floor,
@@ -162,16 +168,32 @@ def run_all(args, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
     return teacher, [records[k] for k in jobs]
 
 
-def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
-    """Evaluate the teacher and every student, as trained, on --transfer-to's test split;
-    writes OUT/transfer_<name>.md, .json and .png; returns the table text."""
-    name = args.transfer_to
+def transfer_target(args, out: Path) -> Tuple[str, str]:
+    """(name, folder holding test.json + test/) of the transfer set: --transfer-to's test split
+    or --transfer-json/--transfer-images ("transfer"), cut into --transfer-tile px tiles at
+    native resolution when that is set (then named e.g. "transfer_tile128")."""
+    name = args.transfer_to or "transfer"
     folder = out / "data" / name
     if name == "gravel":
         ensure_gravel(args.gravel_source, str(folder))
-    else:
+    elif name == "mnfinder":
         ensure_mnfinder(str(folder))
-    (test_name,) = register_splits(f"compare_{name}", str(folder), ["test"])
+    else:
+        link_coco_split(str(folder), "test", args.transfer_json, args.transfer_images)
+    tile = getattr(args, "transfer_tile", 0)
+    if tile:
+        name = f"{name}_tile{tile}"
+        tiles = out / "data" / name
+        ensure_tiles(str(folder), str(tiles), tile, ["test"])
+        folder = tiles
+    return name, str(folder)
+
+
+def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
+    """Evaluate the teacher and every student, as trained, on the transfer set's test split
+    (``transfer_target``); writes OUT/transfer_<name>.md, .json and .png; returns the table."""
+    name, folder = transfer_target(args, out)
+    (test_name,) = register_splits(f"compare_{name}", folder, ["test"])
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
     size = args.transfer_image_size
     t_metrics = evaluate_run_on(
