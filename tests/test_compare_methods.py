@@ -157,6 +157,20 @@ def test_compare_methods_argument_errors(compare, tmp_path):
     assert args.tile == 0
     args = compare.parse_args(["--dataset", "mnfinder", "--out", "x"])
     assert args.image_size == 128 and args.tile == 128  # native-resolution tiles on a CPU
+    # The regime's levers: a sam-family pair on a finer grid, scale jitter for every run.
+    args = compare.parse_args(
+        ["--dataset", "synth", "--out", "x", "--teacher-family", "sam", "--teacher-patch", "8"]
+        + ["--student-family", "sam", "--student-patch", "8", "--scale-jitter", "0.8", "1.25"]
+    )
+    from sard.reporting.comparison import make_spec, teacher_spec
+
+    opts = dict(zip(*[iter(make_spec(args, "sard", 0, ["a", "b"], "t.pth").opts())] * 2))
+    assert opts["MODEL.STUDENT.ARCH.PATCH_SIZE"] == "8" and opts["MODEL.STUDENT.FAMILY"] == "sam"
+    assert opts["MODEL.TEACHER.ARCH.PATCH_SIZE"] == "8"
+    assert opts["INPUT.SCALE_JITTER"] == "(0.8, 1.25)"
+    assert dict(zip(*[iter(teacher_spec(args, ["a", "b"]).opts())] * 2))["INPUT.SCALE_JITTER"]
+    with pytest.raises(SystemExit):  # EfficientSAM's patch is fixed
+        compare.parse_args(["--dataset", "synth", "--out", "x", "--student-patch", "8"])
     # A COCO dataset: all four flags, files that exist, not together with --dataset.
     coco = tmp_path / "a.json"
     coco.write_text("{}")

@@ -72,10 +72,11 @@ from sard.reporting.comparison import (  # noqa: E402
     METRICS,
     efficiency_table,
     run_all,
+    student_member,
     teacher_member,
     transfer,
 )
-from sard.reporting.study import TINY_SAM_CONFIG  # noqa: E402
+from sard.reporting.study import TINY_SAM_CONFIG, Member, with_patch_size  # noqa: E402
 from sard.reporting.study_data import (  # noqa: E402
     ensure_gravel,
     ensure_mnfinder,
@@ -172,7 +173,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-embed-dim", type=int, help="teacher width override (cpu: 128)")
     p.add_argument("--teacher-depth", type=int, help="teacher depth override (cpu: 4)")
     p.add_argument("--teacher-heads", type=int, help="teacher heads override (cpu: 4)")
-    p.add_argument("--student-size", help="EfficientSAM size: tiny, ti, s")
+    p.add_argument(
+        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument("--student-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument("--student-size", help="student size: tiny (cpu), ti, s (EfficientSAM)")
+    p.add_argument(
+        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="training augmentation of every run: random rescale range (flips are always on)",
+    )
     p.add_argument("--image-size", type=int)
     p.add_argument(
         "--tile",
@@ -246,6 +261,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.tile < 0:
         p.error("--tile must be 0 (no tiling) or positive")
+    for role in ("teacher", "student"):
+        family = args.teacher_family if role == "teacher" else args.student_family
+        try:
+            with_patch_size(Member(family, "tiny"), getattr(args, f"{role}_patch"))
+        except ValueError as err:
+            p.error(f"--{role}-patch: {err}")
+    if args.scale_jitter and not 0 < args.scale_jitter[0] <= args.scale_jitter[1]:
+        p.error("--scale-jitter needs 0 < LOW <= HIGH")
     if args.transfer_image_size is None:
         args.transfer_image_size = args.image_size if args.transfer_tile else 256
     if args.fragment_px and not 0 < args.fragment_px[0] <= args.fragment_px[1]:
@@ -337,7 +360,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     register_splits(*dataset)
     print(
         f"[2/3] teacher {teacher_member(args).describe()} + {len(args.methods)} method(s) x "
-        f"{len(args.seeds)} seed(s), student efficient_sam:{args.student_size}, "
+        f"{len(args.seeds)} seed(s), student {student_member(args).describe()}, "
         f"{args.iters} iterations each, {args.jobs} job(s)",
         flush=True,
     )
@@ -374,7 +397,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"{dataset_label(args)}, {args.scale} scale: teacher {teacher_member(args).describe()} "
         f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}"
         f"{teacher_versus_floor(teacher, floor)}), "
-        f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
+        f"student {student_member(args).describe()}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
         f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds "
         "(± std of the differences, seeds won).\n\n"

@@ -25,6 +25,7 @@ from .study import (
     spawn_pool,
     train_run_job,
     widened_member,
+    with_patch_size,
 )
 from .study_data import (
     ensure_gravel,
@@ -56,21 +57,35 @@ BUCKET_METRICS = ("bIoU_small", "bIoU_nb3+")
 
 def teacher_member(args) -> Member:
     """The teacher: at cpu scale the family's "tiny" size widened and deepened (SAM: global
-    attention in every other block), at gpu scale a standard size."""
+    attention in every other block), at gpu scale a standard size; --teacher-patch applied."""
     if not args.teacher_embed_dim:
-        return Member(args.teacher_family, args.teacher_size)
-    return widened_member(
-        args.teacher_family,
-        args.teacher_size,
-        args.teacher_embed_dim,
-        args.teacher_depth,
-        args.teacher_heads,
-    )
+        member = Member(args.teacher_family, args.teacher_size)
+    else:
+        member = widened_member(
+            args.teacher_family,
+            args.teacher_size,
+            args.teacher_embed_dim,
+            args.teacher_depth,
+            args.teacher_heads,
+        )
+    return with_patch_size(member, getattr(args, "teacher_patch", 16))
+
+
+def student_member(args) -> Member:
+    """The student of every method: --student-family at --student-size, --student-patch."""
+    member = Member(getattr(args, "student_family", "efficient_sam"), args.student_size)
+    return with_patch_size(member, getattr(args, "student_patch", 16))
+
+
+def data_opts(args) -> List[str]:
+    """Overrides every run of the study shares beyond its spec: --scale-jitter."""
+    jitter = tuple(getattr(args, "scale_jitter", None) or (1.0, 1.0))
+    return [] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)]
 
 
 def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: str) -> RunSpec:
-    """Student run ``method``/``seed``: EfficientSAM --student-size, the shared schedule."""
-    student = Member("efficient_sam", args.student_size)
+    """Student run ``method``/``seed``: ``student_member``, the shared schedule."""
+    student = student_member(args)
     schedule = Schedule(args.iters, args.batch, args.lr, args.prompts)
     return RunSpec(
         method,
@@ -83,6 +98,7 @@ def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: s
         teacher=teacher_member(args),
         teacher_weights=teacher_weights,
         device=args.device,
+        extra_opts=data_opts(args),
     )
 
 
@@ -100,7 +116,7 @@ def teacher_spec(args, names: List[str]) -> RunSpec:
         names[0],
         names[1],
         device=args.device,
-        extra_opts=extra,
+        extra_opts=data_opts(args) + extra,
     )
 
 
@@ -282,7 +298,7 @@ def efficiency_table(
             f"{teacher['metrics']['bIoU']:.1f}",
         ]
     ]
-    student = f"efficient_sam:{args.student_size}"
+    student = student_member(args).describe()
     for m, stats in summary.items():
         rows.append(
             [
