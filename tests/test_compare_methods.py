@@ -140,6 +140,17 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
     assert [r["method"] for r in payload["runs"]] == ["sard"]
     assert payload["runs"][0]["teacher_weights"] == os.path.abspath(given)
     assert not (again / "teacher" / "model_final.pth").exists()
+    # --teacher-init fine-tunes that teacher here (2 more iterations), then teaches.
+    tuned = tmp_path / "tuned"
+    payload = compare.main(
+        ["--out", str(tuned), *TINY, "--methods", "sard", "--teacher-init", given]
+    )
+    assert (tuned / "teacher" / "model_final.pth").exists()
+    assert payload["runs"][0]["teacher_weights"] == str(tuned / "teacher" / "model_final.pth")
+    with pytest.raises(SystemExit):
+        compare.parse_args(
+            [*TINY, "--out", "x", "--teacher-init", given, "--teacher-weights", given]
+        )
 
 
 def test_compare_methods_argument_errors(compare, tmp_path):

@@ -163,6 +163,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, help="student iterations (every method)")
     p.add_argument("--teacher-iters", type=int)
     p.add_argument("--teacher-weights", default="", help="a trained teacher (model_final.pth)")
+    p.add_argument(
+        "--teacher-init",
+        default="",
+        help="train the teacher --teacher-iters from these weights (fine-tune, e.g. the shipped "
+        "synthetic teacher on real data) instead of from scratch",
+    )
     p.add_argument("--teacher-seed", type=int, default=0)
     p.add_argument(
         "--teacher-family",
@@ -233,6 +239,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error(f"unknown method(s) {unknown}; choose from {list(METHOD_VARIANTS)}")
     if args.teacher_weights and not os.path.isfile(args.teacher_weights):
         p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    if args.teacher_init and not os.path.isfile(args.teacher_init):
+        p.error(f"--teacher-init {args.teacher_init!r} does not exist")
+    if args.teacher_init and args.teacher_weights:
+        p.error("--teacher-init fine-tunes a teacher, --teacher-weights uses one as is: not both")
     scale = SCALES[args.scale]
     t_family, t_size, t_dim, t_depth, t_heads = scale["teacher"]
     defaults = dict(

@@ -102,10 +102,15 @@ def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: s
     )
 
 
-def teacher_spec(args, names: List[str]) -> RunSpec:
-    """Train the teacher (METHOD none) or, with --teacher-weights, only evaluate it."""
+def teacher_spec(args, names: List[str], out: Optional[Path] = None) -> RunSpec:
+    """Train the teacher (METHOD none; from --teacher-init's weights when given, i.e.
+    fine-tune it, through their weights-only copy OUT/teacher_init.pth) or, with
+    --teacher-weights, only evaluate it."""
     iters = 0 if args.teacher_weights else args.teacher_iters
-    extra = ["MODEL.WEIGHTS", os.path.abspath(args.teacher_weights)] if args.teacher_weights else []
+    start = args.teacher_weights or getattr(args, "teacher_init", "")
+    if getattr(args, "teacher_init", "") and out is not None:
+        start = weights_only(args.teacher_init, str(out / "teacher_init.pth"))
+    extra = ["MODEL.WEIGHTS", os.path.abspath(start)] if start else []
     schedule = Schedule(iters, args.batch, args.lr, args.prompts)
     return RunSpec(
         "none",
@@ -120,6 +125,18 @@ def teacher_spec(args, names: List[str]) -> RunSpec:
     )
 
 
+def weights_only(path: str, dest: str) -> str:
+    """Copy a checkpoint's weights alone (no iteration, optimizer or RNG state) to ``dest``, so
+    training from it starts at iteration 0 rather than resuming it; returns ``dest``."""
+    import torch
+
+    if not os.path.isfile(dest):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        torch.save({"model": ckpt.get("model", ckpt)}, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
+    return dest
+
+
 def teacher_weights_path(args, out: Path) -> str:
     """The teacher checkpoint the students learn from: --teacher-weights when given (absolute),
     else the one this study trains in OUT/teacher."""
@@ -131,7 +148,7 @@ def teacher_weights_path(args, out: Path) -> str:
 def run_all(args, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
     """Teacher first (with the scratch runs alongside it when --jobs > 1), then the rest."""
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
-    t_spec = teacher_spec(args, names)
+    t_spec = teacher_spec(args, names, out)
     t_dir = out / "teacher"
     weights = teacher_weights_path(args, out)
     jobs = [(m, s) for m in args.methods for s in args.seeds]
