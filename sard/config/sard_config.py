@@ -70,6 +70,9 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.REVIEWKD_WEIGHT = 1.0  # ReviewKD loss weight
     s.REVIEWKD_TAPS = []  # stage taps (same names on teacher and student) for ReviewKD
     s.IOU_LOSS_WEIGHT = 1.0  # MSE on the predicted IoU of promptable students (0 = off)
+    # Promptable models: 3 candidate masks, best supervised, picked by predicted IoU ("always"),
+    # SAM's single mask ("never"), or SAM's rule ("auto": 3 only for lone-point prompts).
+    s.MULTIMASK_OUTPUT = "always"
     s.CACHE = CN()
     s.CACHE.ENABLED = False  # cache teacher taps (fp16) per input image: later epochs skip it
     s.CACHE.DIR = ""  # "" = in memory; else a directory for on-disk cache files
