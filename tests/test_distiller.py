@@ -141,3 +141,43 @@ def test_padded_images_give_their_valid_cells_to_w_and_the_losses(method):
         w = recorder.seen["weight"]
         assert w[~valid.expand_as(w)].abs().max() == 0
         torch.testing.assert_close(w.sum(dim=(1, 2, 3)), torch.ones(2))
+
+
+@pytest.mark.parametrize("mode", ["always", "never", "auto"])
+def test_multimask_modes_follow_sams_rule_for_boxes_and_points(mode):
+    torch.manual_seed(0)
+    student = build_model("sam", size="tiny", image_size=64)
+    teacher = FrozenTeacher(build_model("sam", size="tiny", image_size=64))
+    seen = []
+    original = student.predict_masks
+
+    def spy(features, prompts, multimask=True):
+        seen.append(multimask)
+        return original(features, prompts, multimask=multimask)
+
+    student.predict_masks = spy
+    distiller = SARDDistiller(
+        teacher=teacher,
+        student=student,
+        distill_loss=build_distillation_loss("kd", logit_form="mask"),
+        task_loss=PromptMaskLoss(),
+        method="kd",
+        teacher_tap="image_embedding",
+        student_tap="image_embedding",
+        multimask=mode,
+    )
+    boxes = _padded_batch()  # box prompts
+    points = [dict(x, points=x["points"][:, :1], point_labels=torch.ones(2, 1)) for x in boxes]
+    losses = distiller.train()(boxes)
+    assert all(torch.isfinite(v) for v in losses.values())
+    distiller.train()(points)
+    (out,) = distiller.eval()([dict(boxes[0], height=64, width=64)])
+    assert out["pred_masks"].shape == (2, 64, 64)
+    boxes_mm, points_mm, infer_mm = seen
+    assert boxes_mm == infer_mm == (mode == "always")  # SAM: one mask for a box
+    assert points_mm == (mode != "never")  # a lone point is ambiguous: 3 masks
+    with pytest.raises(ValueError, match="multimask"):
+        SARDDistiller(
+            teacher=None, student=student, distill_loss=None, task_loss=None, method="none",
+            teacher_tap="t", student_tap="s", multimask="sometimes",
+        )  # fmt: skip

@@ -188,6 +188,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
     )
     p.add_argument(
+        "--multimask",
+        default="always",
+        choices=("always", "never", "auto"),
+        help="mask outputs per prompt (MODEL.SARD.MULTIMASK_OUTPUT): 3 candidates, or SAM's "
+        "single mask for box prompts (never/auto)",
+    )
+    p.add_argument(
         "--scale-jitter",
         type=float,
         nargs=2,

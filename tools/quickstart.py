@@ -128,6 +128,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "not trained; its architecture flags must match",
     )
     p.add_argument(
+        "--multimask",
+        default="always",
+        choices=("always", "never", "auto"),
+        help="mask outputs per prompt (MODEL.SARD.MULTIMASK_OUTPUT): 3 candidates, or SAM's "
+        "single mask for box prompts (never/auto)",
+    )
+    p.add_argument(
         "--eval-period",
         type=int,
         default=0,
@@ -232,7 +239,8 @@ def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dic
         test_name=names["test"],
         device=args.device,
         extra_opts=([] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)])
-        + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else []),
+        + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else [])
+        + (["MODEL.SARD.MULTIMASK_OUTPUT", args.multimask] if args.multimask != "always" else []),
     )
     sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
     teacher = teacher_member(args)

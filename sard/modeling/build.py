@@ -202,6 +202,7 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
         distill_warmup_iters=s.DISTILL_WARMUP_ITERS,
+        multimask=s.MULTIMASK_OUTPUT,
     )
 
 

@@ -27,10 +27,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sard.models.base import Prompts
+from sard.models.base import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD, Prompts
 
 from .batching import collate_prompts, stack_images
 from .teacher_cache import TeacherCache, image_key, stack_entries
+
+MULTIMASK_MODES = ("always", "never", "auto")
 
 
 class SARDDistiller(nn.Module):
@@ -48,6 +50,10 @@ class SARDDistiller(nn.Module):
         review_taps: stage taps for ReviewKD.
         cache: optional ``TeacherCache``.
         test_prompt_chunk: prompts decoded at once at evaluation.
+        multimask: promptable models decode 3 candidate masks and keep the best ("always": the
+            task loss supervises the best of the 3, inference keeps the one with the highest
+            predicted IoU), SAM's single mask ("never"), or SAM's rule ("auto": 3 only when
+            every prompt of the batch is one point, the ambiguous case; box prompts get one).
         distill_warmup_iters: N > 0 ramps every distillation term linearly, by
             min(1, (it + 1) / N) at iteration it (0-based), as DKD's and ReviewKD's official code
             ramp theirs; the task loss is never ramped. The iteration comes from
@@ -71,8 +77,12 @@ class SARDDistiller(nn.Module):
         cache: Optional[TeacherCache] = None,
         test_prompt_chunk: int = 64,
         distill_warmup_iters: int = 0,
+        multimask: str = "always",
     ) -> None:
         super().__init__()
+        if multimask not in MULTIMASK_MODES:
+            raise ValueError(f"multimask must be one of {MULTIMASK_MODES}, got {multimask!r}")
+        self.multimask = multimask
         if method != "none" and (teacher is None or distill_loss is None):
             raise ValueError(f"method {method!r} needs a teacher and a distillation loss")
         self.teacher = teacher
@@ -93,6 +103,17 @@ class SARDDistiller(nn.Module):
         self.distill_warmup_iters = int(distill_warmup_iters)
         self.iteration: Optional[int] = None  # set by the trainer before each training step
         self.promptable = hasattr(student, "predict_masks")
+
+    def use_multimask(self, labels: torch.Tensor) -> bool:
+        """Whether prompts with these labels (..., N) are decoded into 3 masks (``multimask``);
+        "auto" follows SAM: only when every prompt is a single point (no box corners)."""
+        if self.multimask != "auto":
+            return self.multimask == "always"
+        real = labels != LABEL_PAD
+        single_point = (real.sum(dim=-1) == 1) & ~(
+            (labels == LABEL_BOX_TL) | (labels == LABEL_BOX_BR)
+        ).any(dim=-1)
+        return bool(single_point.all())
 
     @property
     def device(self) -> torch.device:
@@ -212,7 +233,8 @@ class SARDDistiller(nn.Module):
         batch = collate_prompts(batched_inputs, self.device)
         valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
         s_feats = encode(self.student, batch.images, valid_hw)
-        s_out = self.student.predict_masks(s_feats, batch.prompts)
+        multimask = self.use_multimask(batch.prompts.labels[batch.valid])
+        s_out = self.student.predict_masks(s_feats, batch.prompts, multimask=multimask)
         size = batch.images.shape[-2:]
         # Compare at input resolution, as SAM trains: tiny objects vanish at 1/4 resolution.
         logits = _upsample_masks(s_out.mask_logits, size)
@@ -225,7 +247,7 @@ class SARDDistiller(nn.Module):
         def teacher_logits() -> torch.Tensor:
             with torch.no_grad():
                 feats = {self.teacher_tap: t_out[self.teacher_tap]}
-                t_pred = self.teacher.predict_masks(feats, batch.prompts)
+                t_pred = self.teacher.predict_masks(feats, batch.prompts, multimask=multimask)
             return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
 
         # Per-image valid masks; mask logits are per prompt (its image's mask).
@@ -293,10 +315,12 @@ class SARDDistiller(nn.Module):
         feats = encode(self.student, image, [tuple(x["input_hw"])])
         h, w = int(x["height"]), int(x["width"])
         points, labels = x["points"].to(self.device), x["point_labels"].to(self.device)
+        multimask = self.use_multimask(labels)
         masks, scores = [], []
         for start in range(0, points.shape[0], self.test_prompt_chunk):
             sl = slice(start, start + self.test_prompt_chunk)
-            out = self.student.predict_masks(feats, Prompts(points[None, sl], labels[None, sl]))
+            prompts = Prompts(points[None, sl], labels[None, sl])
+            out = self.student.predict_masks(feats, prompts, multimask=multimask)
             best = out.iou_pred[0].argmax(dim=-1)  # (q,)
             idx = torch.arange(best.numel(), device=best.device)
             logits = out.mask_logits[0, idx, best]  # (q, h', w')

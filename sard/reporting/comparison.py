@@ -78,9 +78,11 @@ def student_member(args) -> Member:
 
 
 def data_opts(args) -> List[str]:
-    """Overrides every run of the study shares beyond its spec: --scale-jitter."""
+    """Overrides every run of the study shares beyond its spec: --scale-jitter, --multimask."""
     jitter = tuple(getattr(args, "scale_jitter", None) or (1.0, 1.0))
-    return [] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)]
+    out = [] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)]
+    multimask = getattr(args, "multimask", "always")
+    return out + ([] if multimask == "always" else ["MODEL.SARD.MULTIMASK_OUTPUT", multimask])
 
 
 def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: str) -> RunSpec:
