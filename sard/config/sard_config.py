@@ -56,6 +56,9 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.BETA_D = 1.0  # beta_d: weight of feature dispersion D in S(i)
     s.RADIUS = 7  # r: dispersion window is (2r+1)^2 feature pixels
     s.SIGMA = 1.0  # sigma: std (feature pixels) of the structure tensor's Gaussian window
+    # Outer rings of feature cells whose E, C, D are copied from the nearest inner cell: the
+    # encoders' zero-padded convolutions make the border cells' features an artefact (0 = off).
+    s.BORDER_CELLS = 0
     s.KD_TAU = 1.0  # logit KD temperature
     s.KD_WEIGHT = 1.0  # logit KD weight
     s.SKD_WEIGHT = 10.0  # pixel-wise SKD weight (Liu et al. 2019)
