@@ -73,3 +73,20 @@ def test_weight_stats_of_a_random_architecture(load_script, tmp_path):
     assert probed["probes"] and "Probes" in probed["header"]
     with pytest.raises(SystemExit):
         tool.main(["--model", "sam:tiny", *common])  # --model needs --out
+
+
+def test_side_shares_tell_which_edge_holds_the_mass():
+    from sard.reporting.weight_stats import side_shares
+
+    w = torch.full((8, 8), 1.0)
+    w[7, :] = 5.0  # the bottom row heavy, as SAM's padded windows would make it
+    w = w / w.sum()
+    sides = side_shares(w)
+    assert sides["bottom"] == pytest.approx((5 * 8 / (56 + 40)) / (8 / 64))
+    assert sides["top"] == pytest.approx((8 / 96) / (8 / 64))
+    assert sides["left"] == pytest.approx(sides["right"])
+    valid = torch.zeros(8, 8, dtype=torch.bool)
+    valid[:5, :6] = True
+    assert side_shares(valid.double() / 30, valid) == pytest.approx(
+        {"top": 1.0, "bottom": 1.0, "left": 1.0, "right": 1.0}
+    )

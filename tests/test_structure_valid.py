@@ -125,3 +125,31 @@ def test_valid_cells_take_cells_more_than_half_covered():
     assert valid_rectangles(cells, cells.shape)[3] == (0, 7, 0, 2)
     with pytest.raises(ValueError, match="must lie in"):
         valid_cells([(129, 128)], (128, 128), (8, 8))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_border_cells_take_the_terms_of_their_inner_neighbours(k):
+    x = _features(2, 6, 12, 14, seed=7)
+    mask = _mask(2, 12, 14, [(0, 12, 0, 14), (0, 9, 0, 14)])  # a full and a landscape image
+    out = compute_structure_map(x, radius=2, valid_mask=mask, border_cells=k)
+    # Whatever the outer k rings of each valid rectangle hold, W is the same ...
+    ring = mask.clone()
+    for i, (y1, x1) in enumerate(((12, 14), (9, 14))):
+        ring[i, 0, k : y1 - k, k : x1 - k] = False
+    noisy = torch.where(ring, 40.0 * torch.randn_like(x), x)
+    again = compute_structure_map(noisy, radius=2, valid_mask=mask, border_cells=k)
+    torch.testing.assert_close(again.weight, out.weight)
+    # ... and every ring cell carries its nearest inner cell's terms.
+    inner = compute_structure_map(x[:1, :, k:-k, k:-k], radius=2)
+    torch.testing.assert_close(out.E[0, 0, :k, k:-k], inner.E[0, 0, :1].expand(k, -1))
+    torch.testing.assert_close(out.D[0, 0, k:-k, :k], inner.D[0, 0, :, :1].expand(-1, k))
+    assert out.weight[1, 0, 9:].abs().max() == 0 and out.weight[1].sum() == pytest.approx(1.0)
+    # Without it the ring changes W.
+    blind = compute_structure_map(noisy, radius=2, valid_mask=mask)
+    assert not torch.allclose(
+        blind.weight, compute_structure_map(x, radius=2, valid_mask=mask).weight
+    )
+    with pytest.raises(ValueError, match="border_cells"):
+        compute_structure_map(x, border_cells=-1)
+    tiny = compute_structure_map(x[:, :, :2, :3], border_cells=k)  # sides too short: kept
+    assert tiny.weight.sum(dim=(1, 2, 3)).tolist() == pytest.approx([1.0, 1.0])

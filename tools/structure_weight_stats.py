@@ -88,6 +88,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--zero-pos-embed", action="store_true", help="probe: remove absolute position embeddings"
     )
+    p.add_argument(
+        "--border-cells",
+        type=int,
+        help="W's outer rings copied from inner cells (default: the run's MODEL.SARD.BORDER_CELLS)",
+    )
     args = p.parse_args(argv)
     if bool(args.run_dir) == bool(args.model):
         p.error("give either --run-dir (a trained run) or --model FAMILY:SIZE (random weights)")
@@ -139,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     from sard.reporting.study_data import register_splits
     from sard.reporting.tables import markdown_table
     from sard.reporting.visuals import test_sample
-    from sard.reporting.weight_stats import weight_statistics
+    from sard.reporting.weight_stats import SIDES, weight_statistics
     from sard.structure import compute_structure_map, valid_cells
 
     args = parse_args(argv)
@@ -147,6 +152,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     cfg, model = load_model(args, names[1])
     probes = probe_encoder(model, args.neck_padding, args.zero_pos_embed)
     s = cfg.MODEL.SARD
+    border = s.BORDER_CELLS if args.border_cells is None else args.border_cells
+    if border:
+        probes.append(f"W's {border} outer ring(s) copied from inner cells")
     totals: Dict[str, Dict[str, List[float]]] = {v[0]: {} for v in VARIANTS}
     for index in tqdm(range(args.images), desc="W(i) statistics", leave=False):
         try:
@@ -160,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         valid = valid_cells([sample["input_hw"]], image.shape[-2:], feats.shape[-2:])
         # E, C, D do not depend on the betas: compute them once, weigh them per variant.
         terms = compute_structure_map(
-            feats.float(), radius=s.RADIUS, sigma=s.SIGMA, valid_mask=valid
+            feats.float(), radius=s.RADIUS, sigma=s.SIGMA, valid_mask=valid, border_cells=border
         )
         for label, be, bc, bd in VARIANTS:
             weight = terms.reweighted(be, bc, bd)[0, 0]
@@ -183,6 +191,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     table = markdown_table(["W"] + [c for _, c in COLUMNS], rows)
     full = means[VARIANTS[0][0]]
     terms_line = ", ".join(f"{name} {full[key]:.2f}" for key, name in TERM_COLUMNS)
+    sides_line = ", ".join(f"{side} {full[f'border_{side}']:.2f}" for side in SIDES)
     source = ""
     if args.model:
         source = f"{args.model} at {args.input_size} px, random weights (seed {args.seed}): "
@@ -192,7 +201,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"{full['instances_per_cell']:.1f} on average. Boundary columns: means over the "
         f"{with_instances} image(s) holding an instance; lift = W on boundary cells / their "
         "fraction, per image; border share = W on the outer ring of cells / the ring's share "
-        f"(each term alone: {terms_line}). Uniform W: effective cells 1, N·W 1, lift 1, border "
+        f"(each term alone: {terms_line}; W per side: {sides_line}). Uniform W: effective "
+        "cells 1, N·W 1, lift 1, border "
         "share 1." + (f" Probes: {'; '.join(probes)}." if probes else "")
     )
     print(header + "\n\n" + table)

@@ -102,7 +102,8 @@ class SARDDistillationHead(nn.Module):
         lambda_f, lambda_d: weights of L_FC and L_DA (already applied to the returned terms).
         alpha: noise level(s) of L_DA (see ``DistributionAlignmentLoss``).
         weighting: "structure" or "uniform".
-        beta_e, beta_c, beta_d, radius, sigma: forwarded to ``compute_structure_map``.
+        beta_e, beta_c, beta_d, radius, sigma, border_cells: forwarded to
+            ``compute_structure_map``.
         teacher_projection: "frozen" (guard, default) or "learnable".
         normalize_teacher: per-position LayerNorm on P_T's output (guard, default True).
         denoiser_hidden: width of g_θ (default D).
@@ -125,6 +126,7 @@ class SARDDistillationHead(nn.Module):
         beta_d: float = 1.0,
         radius: int = 7,
         sigma: float = 1.0,
+        border_cells: int = 0,
         teacher_projection: str = "frozen",
         normalize_teacher: bool = True,
         denoiser_hidden: Optional[int] = None,
@@ -144,7 +146,12 @@ class SARDDistillationHead(nn.Module):
         self.lambda_d = float(lambda_d)
         self.weighting = weighting
         self.structure_kwargs = dict(
-            beta_e=beta_e, beta_c=beta_c, beta_d=beta_d, radius=radius, sigma=sigma
+            beta_e=beta_e,
+            beta_c=beta_c,
+            beta_d=beta_d,
+            radius=radius,
+            sigma=sigma,
+            border_cells=border_cells,
         )
         self.normalize_teacher = bool(normalize_teacher)
         self.student_proj = nn.Conv2d(self.student_channels, self.dim, kernel_size=1)

@@ -119,6 +119,7 @@ def distillation_hparams(cfg: CfgNode, promptable: bool) -> Dict:
             beta_d=s.BETA_D,
             radius=s.RADIUS,
             sigma=s.SIGMA,
+            border_cells=s.BORDER_CELLS,
         )
     if method == "cwd":
         return dict(on=s.CWD_ON, tau=s.CWD_TAU, weight=s.CWD_WEIGHT, logit_form=form)
@@ -186,7 +187,12 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
     if s.CACHE.ENABLED and teacher is not None:
         cache = TeacherCache(s.CACHE.DIR)
     structure = dict(
-        beta_e=s.BETA_E, beta_c=s.BETA_C, beta_d=s.BETA_D, radius=s.RADIUS, sigma=s.SIGMA
+        beta_e=s.BETA_E,
+        beta_c=s.BETA_C,
+        beta_d=s.BETA_D,
+        radius=s.RADIUS,
+        sigma=s.SIGMA,
+        border_cells=s.BORDER_CELLS,
     )
     return dict(
         teacher=teacher,

@@ -71,6 +71,34 @@ def border_share(weight: torch.Tensor, valid: Optional[torch.Tensor] = None) -> 
     return (float(w[ring].sum()) / total) / (float(ring.sum()) / float(valid.sum()))
 
 
+SIDES = ("top", "bottom", "left", "right")
+
+
+def side_shares(weight: torch.Tensor, valid: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Per side of the (valid) rectangle: W's mass on that outermost row/column divided by its
+    share of cells (1 for uniform W). An artefact of padding at the bottom/right only (SAM's
+    windowed attention pads its windows there) shows on those sides alone."""
+    valid = torch.ones_like(weight, dtype=torch.bool) if valid is None else valid.bool()
+    rows = torch.nonzero(valid.any(dim=1)).flatten()
+    cols = torch.nonzero(valid.any(dim=0)).flatten()
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    w = weight.double() * valid
+    total, count = float(w.sum()), float(valid.sum())
+    lines = {
+        "top": (slice(y0, y0 + 1), slice(x0, x1 + 1)),
+        "bottom": (slice(y1, y1 + 1), slice(x0, x1 + 1)),
+        "left": (slice(y0, y1 + 1), slice(x0, x0 + 1)),
+        "right": (slice(y0, y1 + 1), slice(x1, x1 + 1)),
+    }
+    out = {}
+    for side, (ys, xs) in lines.items():
+        cells = float(valid[ys, xs].sum())
+        out[side] = (
+            (float(w[ys, xs].sum()) / total) / (cells / count) if total > 0 else float("nan")
+        )
+    return out
+
+
 def weight_statistics(
     weight: torch.Tensor,
     masks: torch.Tensor,
@@ -102,6 +130,8 @@ def weight_statistics(
         ),
         "border_share": border_share(weight.cpu(), inside),
     }
+    for side, value in side_shares(weight.cpu(), inside).items():
+        stats[f"border_{side}"] = value
     for name, term in (terms or {}).items():
         stats[f"border_{name}"] = border_share(term.cpu(), inside)
     if edge_cells is None or not bool(edge_cells.any()):

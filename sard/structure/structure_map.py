@@ -42,6 +42,13 @@ cells only. So the image/padding edge is no structure, padded cells never enter 
 W(i) = 0 exactly outside the rectangle and sums to 1 inside it (1/|valid| each when S = 0).
 E, C, D are 0 outside. For ``instance_ids``, padding holds no instance, so counting ids in
 windows over the whole grid gives the clipped counts.
+
+Border cells. ``border_cells`` = k > 0 computes E, C, D on the (valid) rectangle shrunk by k
+cells on every side and gives each of the k outer rings the terms of the nearest cell inside
+(replicate), before step 5. An encoder's zero-padded convolutions (SAM's and EfficientSAM's
+neck) and SAM's zero-padded attention windows make the outermost cells' features differ for no
+reason in the scene, which E, C and D would read as structure; k = 1 keeps those cells' loss
+weight but estimates it from their neighbours. A side of n <= 2k cells keeps (n - 1) // 2.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import numbers
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .filters import gaussian_blur_replicate, window_mean
 from .instance_density import instance_count_density
@@ -196,6 +204,7 @@ def compute_structure_map(
     instance_ids: torch.Tensor | None = None,
     eps: float = 1e-6,
     valid_mask: torch.Tensor | None = None,
+    border_cells: int = 0,
 ) -> StructureMap:
     """W(i), E, C, D of teacher ``features`` (B, C, H, W) as in the module docstring.
 
@@ -203,9 +212,10 @@ def compute_structure_map(
     the density window; ``sigma`` the structure tensor's integration scale; ``instance_ids``
     (B, Hi, Wi) integer switches D to the instance count; ``eps`` is the relative floor;
     ``valid_mask`` (B, 1, H, W) bool, one rectangle per image, restricts everything to the
-    valid cells (module docstring; W = 0 outside). E, C and D are always computed (a zero beta
-    only drops the term from W). Raises ValueError/TypeError on malformed input and ValueError
-    on non-finite features.
+    valid cells (module docstring; W = 0 outside); ``border_cells`` replicates the terms of
+    the nearest inner cell into that many outer rings (module docstring). E, C and D are always
+    computed (a zero beta only drops the term from W). Raises ValueError/TypeError on malformed
+    input and ValueError on non-finite features.
     """
     _check_features(features)
     _check_betas(beta_e, beta_c, beta_d)
@@ -214,6 +224,10 @@ def compute_structure_map(
     if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
         raise ValueError(f"radius must be an int >= 0, got {radius!r}")
     radius = int(radius)
+    if isinstance(border_cells, bool) or not isinstance(border_cells, numbers.Integral):
+        raise ValueError(f"border_cells must be an int >= 0, got {border_cells!r}")
+    if border_cells < 0:
+        raise ValueError(f"border_cells must be an int >= 0, got {border_cells!r}")
     b, c, h, w = features.shape
     if instance_ids is not None and instance_ids.shape[0] != b:
         raise ValueError(
@@ -223,21 +237,30 @@ def compute_structure_map(
     density = None
     if instance_ids is not None:
         density = instance_count_density(instance_ids.to(features.device), (h, w), radius)
-    if valid is None:
+    if valid is None and border_cells == 0:
         terms, floors = _terms(features, radius, sigma, eps, density)
     else:
-        valid = valid.to(features.device)
+        if valid is not None:
+            valid = valid.to(features.device)
+            rects = valid_rectangles(valid, features.shape)
+        else:
+            rects = [(0, h, 0, w)] * b
         terms = torch.zeros(b, 3, h, w, dtype=torch.float32, device=features.device)
         floors = torch.empty(b, 3, 1, 1, dtype=torch.float32, device=features.device)
         # One call per distinct rectangle: a batch of one aspect ratio is one call.
         groups: dict = {}
-        for i, rect in enumerate(valid_rectangles(valid, features.shape)):
+        for i, rect in enumerate(rects):
             groups.setdefault(rect, []).append(i)
         for (y0, y1, x0, x1), members in groups.items():
             idx = torch.tensor(members, device=features.device)
-            crop = features[idx, :, y0:y1, x0:x1]
-            crop_density = None if density is None else density[idx, :, y0:y1, x0:x1]
+            ky = min(border_cells, (y1 - y0 - 1) // 2)
+            kx = min(border_cells, (x1 - x0 - 1) // 2)
+            inner = (slice(None), slice(None), slice(y0 + ky, y1 - ky), slice(x0 + kx, x1 - kx))
+            crop = features[idx][inner]
+            crop_density = None if density is None else density[idx][inner]
             t, f = _terms(crop, radius, sigma, eps, crop_density)
+            if ky or kx:  # the outer rings take the terms of the nearest inner cell
+                t = F.pad(t, (kx, kx, ky, ky), mode="replicate")
             terms[idx, :, y0:y1, x0:x1] = t
             floors[idx] = f
     weight = _combine(terms, floors, (beta_e, beta_c, beta_d), valid)
