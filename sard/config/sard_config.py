@@ -73,6 +73,9 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.REVIEWKD_WEIGHT = 1.0  # ReviewKD loss weight
     s.REVIEWKD_TAPS = []  # stage taps (same names on teacher and student) for ReviewKD
     s.IOU_LOSS_WEIGHT = 1.0  # MSE on the predicted IoU of promptable students (0 = off)
+    # Promptable task loss: "dice_bce" (the paper's Dice + BCE) or "focal_dice" (SAM's 20:1
+    # focal + Dice: easy background pixels stop pulling every logit down).
+    s.TASK_LOSS = "dice_bce"
     # Promptable models: 3 candidate masks, best supervised, picked by predicted IoU ("always"),
     # SAM's single mask ("never"), or SAM's rule ("auto": 3 only for lone-point prompts).
     s.MULTIMASK_OUTPUT = "always"
