@@ -188,6 +188,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
     )
     p.add_argument(
+        "--task-loss",
+        default="dice_bce",
+        choices=("dice_bce", "focal_dice"),
+        help="promptable task loss (MODEL.SARD.TASK_LOSS): the paper's Dice + BCE or SAM's "
+        "20:1 focal + Dice",
+    )
+    p.add_argument(
         "--multimask",
         default="always",
         choices=("always", "never", "auto"),

@@ -128,6 +128,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "not trained; its architecture flags must match",
     )
     p.add_argument(
+        "--task-loss",
+        default="dice_bce",
+        choices=("dice_bce", "focal_dice"),
+        help="promptable task loss (MODEL.SARD.TASK_LOSS): the paper's Dice + BCE or SAM's "
+        "20:1 focal + Dice",
+    )
+    p.add_argument(
         "--multimask",
         default="always",
         choices=("always", "never", "auto"),
@@ -240,7 +247,8 @@ def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dic
         device=args.device,
         extra_opts=([] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)])
         + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else [])
-        + (["MODEL.SARD.MULTIMASK_OUTPUT", args.multimask] if args.multimask != "always" else []),
+        + (["MODEL.SARD.MULTIMASK_OUTPUT", args.multimask] if args.multimask != "always" else [])
+        + (["MODEL.SARD.TASK_LOSS", args.task_loss] if args.task_loss != "dice_bce" else []),
     )
     sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
     teacher = teacher_member(args)

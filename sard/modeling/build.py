@@ -182,7 +182,9 @@ def distiller_kwargs(cfg: CfgNode) -> Dict:
             teacher_channels=t_ch,
             **distillation_hparams(cfg, promptable),
         )
-    task_loss = PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT) if promptable else None
+    task_loss = (
+        PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT, kind=s.TASK_LOSS) if promptable else None
+    )
     cache = None
     if s.CACHE.ENABLED and teacher is not None:
         cache = TeacherCache(s.CACHE.DIR)

@@ -78,11 +78,14 @@ def student_member(args) -> Member:
 
 
 def data_opts(args) -> List[str]:
-    """Overrides every run of the study shares beyond its spec: --scale-jitter, --multimask."""
+    """Overrides every run of the study shares beyond its spec: --scale-jitter, --multimask,
+    --task-loss."""
     jitter = tuple(getattr(args, "scale_jitter", None) or (1.0, 1.0))
     out = [] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)]
     multimask = getattr(args, "multimask", "always")
-    return out + ([] if multimask == "always" else ["MODEL.SARD.MULTIMASK_OUTPUT", multimask])
+    out += [] if multimask == "always" else ["MODEL.SARD.MULTIMASK_OUTPUT", multimask]
+    task = getattr(args, "task_loss", "dice_bce")
+    return out + ([] if task == "dice_bce" else ["MODEL.SARD.TASK_LOSS", task])
 
 
 def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: str) -> RunSpec:
