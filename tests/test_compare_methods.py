@@ -66,6 +66,12 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
     buckets = (out / "buckets.md").read_text()
     assert "| method | seeds | bIoU_small |" in buckets and "| sard | 1 |" in buckets
     assert "ΔmIoU vs none" in table and "| sard | 1 |" in table
+    # The prompt-box floor: a row of every table, from the evaluator's box_* metrics.
+    floor = saved["box_floor"]
+    assert floor == {m: saved["teacher"]["metrics"][f"box_{m}"] for m in ("mIoU", "bIoU")}
+    assert f"| prompt box (filled) | — | {floor['mIoU']:.1f} | {floor['bIoU']:.1f} |" in table
+    assert "vs the prompt-box floor" in table and "prompt box (filled)" in buckets
+    assert "| prompt box (filled) | 0 | 0 | 0 |" in (out / "efficiency.md").read_text()
     eff = (out / "efficiency.md").read_text()
     assert "teacher efficient_sam:tiny (embed_dim=64" in eff and "efficient_sam:tiny + sard" in eff
     assert saved["efficiency"]["teacher"]["params_m"] > 0
@@ -119,10 +125,10 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
         assert moved["image_size"] == 64 and list(moved["summary"]) == ["none", "sard"]
         assert moved["teacher"]["count"] > 40  # the test photo holds 45 to 190 grains
         assert (out / "transfer_gravel.png").stat().st_size < 500_000
-        assert (
-            "evaluated unchanged on the gravel test split"
-            in (out / "transfer_gravel.md").read_text()
-        )
+        moved_table = (out / "transfer_gravel.md").read_text()
+        assert "evaluated unchanged on the gravel test split" in moved_table
+        assert "| prompt box (filled) |" in moved_table
+        assert moved["box_floor"]["mIoU"] == moved["teacher"]["box_mIoU"]
 
     # A given teacher (the README passes the quickstart's) is evaluated, never retrained.
     given = str(out / "teacher" / "model_final.pth")
@@ -134,6 +140,17 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
     assert [r["method"] for r in payload["runs"]] == ["sard"]
     assert payload["runs"][0]["teacher_weights"] == os.path.abspath(given)
     assert not (again / "teacher" / "model_final.pth").exists()
+    # --teacher-init fine-tunes that teacher here (2 more iterations), then teaches.
+    tuned = tmp_path / "tuned"
+    payload = compare.main(
+        ["--out", str(tuned), *TINY, "--methods", "sard", "--teacher-init", given]
+    )
+    assert (tuned / "teacher" / "model_final.pth").exists()
+    assert payload["runs"][0]["teacher_weights"] == str(tuned / "teacher" / "model_final.pth")
+    with pytest.raises(SystemExit):
+        compare.parse_args(
+            [*TINY, "--out", "x", "--teacher-init", given, "--teacher-weights", given]
+        )
 
 
 def test_compare_methods_argument_errors(compare, tmp_path):
@@ -151,3 +168,66 @@ def test_compare_methods_argument_errors(compare, tmp_path):
     assert args.tile == 0
     args = compare.parse_args(["--dataset", "mnfinder", "--out", "x"])
     assert args.image_size == 128 and args.tile == 128  # native-resolution tiles on a CPU
+    # The regime's levers: a sam-family pair on a finer grid, scale jitter for every run.
+    args = compare.parse_args(
+        ["--dataset", "synth", "--out", "x", "--teacher-family", "sam", "--teacher-patch", "8"]
+        + ["--student-family", "sam", "--student-patch", "8", "--scale-jitter", "0.8", "1.25"]
+    )
+    from sard.reporting.comparison import make_spec, teacher_spec
+
+    opts = dict(zip(*[iter(make_spec(args, "sard", 0, ["a", "b"], "t.pth").opts())] * 2))
+    assert opts["MODEL.STUDENT.ARCH.PATCH_SIZE"] == "8" and opts["MODEL.STUDENT.FAMILY"] == "sam"
+    assert opts["MODEL.TEACHER.ARCH.PATCH_SIZE"] == "8"
+    assert opts["INPUT.SCALE_JITTER"] == "(0.8, 1.25)"
+    assert dict(zip(*[iter(teacher_spec(args, ["a", "b"]).opts())] * 2))["INPUT.SCALE_JITTER"]
+    with pytest.raises(SystemExit):  # EfficientSAM's patch is fixed
+        compare.parse_args(["--dataset", "synth", "--out", "x", "--student-patch", "8"])
+    # A COCO dataset: all four flags, files that exist, not together with --dataset.
+    coco = tmp_path / "a.json"
+    coco.write_text("{}")
+    four = ["--train-json", str(coco), "--train-images", str(tmp_path)]
+    four += ["--test-json", str(coco), "--test-images", str(tmp_path)]
+    args = compare.parse_args(["--out", "x", *four])
+    assert args.dataset == "custom" and args.tile == 0 and args.transfer_image_size == 256
+    for bad in (
+        four[:6],  # --test-images missing
+        ["--dataset", "synth", *four],
+        [*four[:2], str(tmp_path / "nope.json"), *four[3:]],
+        [*four, "--transfer-json", str(coco)],  # without --transfer-images
+        [*four, "--transfer-json", str(coco), "--transfer-images", str(tmp_path),
+         "--transfer-to", "gravel"],  # fmt: skip
+    ):
+        with pytest.raises(SystemExit):
+            compare.parse_args(["--out", "x", *bad])
+
+
+def test_any_coco_dataset_tiled_with_a_transfer_set(compare, tmp_path):
+    """--train/--test-json/-images instead of --dataset, tiles at native resolution, and every
+    model evaluated unchanged on another labelled set (tiled as well)."""
+    from sard.data.synthetic import SynthConfig
+    from sard.reporting.study_data import ensure_synth
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    ensure_synth(str(data), SynthConfig(image_size=96, min_size=6, max_size=16),
+                 {"train": 2, "test": 1}, seed=0, progress=False)  # fmt: skip
+    ensure_synth(str(other), SynthConfig(image_size=128, min_size=8, max_size=20),
+                 {"test": 1}, seed=1, progress=False)  # fmt: skip
+    flags = TINY[2:]  # the synth-only flags are ignored for a COCO dataset
+    out = tmp_path / "cmp"
+    custom = ["--train-json", str(data / "train.json"), "--train-images", str(data / "train")]
+    custom += ["--test-json", str(data / "test.json"), "--test-images", str(data / "test")]
+    transfer = ["--transfer-json", str(other / "test.json"), "--transfer-images"]
+    transfer += [str(other / "test"), "--transfer-tile", "64"]
+    payload = compare.main(["--out", str(out), *custom, "--tile", "48", *transfer, *flags])
+    assert payload["settings"]["dataset"] == "custom"
+    tiles = json.loads((out / "data" / "custom_tile48" / "test.json").read_text())
+    assert len(tiles["images"]) == 4  # a 96 px image in 48 px tiles
+    assert all(im["width"] == im["height"] == 48 for im in tiles["images"])
+    assert os.path.islink(out / "data" / "custom" / "train.json")  # linked, not copied
+    moved = json.loads((out / "transfer_transfer_tile64.json").read_text())
+    assert moved["image_size"] == 64 and list(moved["summary"]) == ["none", "sard"]
+    assert "| prompt box (filled) |" in (out / "transfer_transfer_tile64.md").read_text()
+    # Another dataset into the same folder is refused, naming the link.
+    with pytest.raises(ValueError, match="other data"):
+        compare.main(["--out", str(out), *custom[:4], "--test-json", str(other / "test.json"),
+                      "--test-images", str(other / "test"), *flags])  # fmt: skip

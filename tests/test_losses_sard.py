@@ -310,6 +310,8 @@ def test_structure_weighting_calls_compute_structure_map(monkeypatch):
         beta_d=3.0,
         radius=2,
         sigma=0.5,
+        border_cells=0,
+        valid_mask=None,
         requires_grad=False,
         dtype=torch.float32,
     )

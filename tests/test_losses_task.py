@@ -120,3 +120,35 @@ def test_bad_shapes_raise():
         loss(torch.zeros(1, 3, 2, 2), GT[None, None], torch.ones(1, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="valid"):
         loss(torch.zeros(1, 1, 3, 2, 2), GT[None, None], torch.ones(1, 1))
+
+
+def test_focal_dice_is_sams_recipe_and_spares_easy_background():
+    from sard.losses.prompt_mask import focal_loss_per_mask
+
+    z = torch.tensor([[2.0, -3.0], [0.0, -0.5]])
+    g = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    p = torch.sigmoid(z)
+    p_t = torch.where(g > 0, p, 1 - p)
+    alpha_t = torch.where(g > 0, 0.25, 0.75)
+    expected = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    torch.testing.assert_close(focal_loss_per_mask(z[None], g[None])[0], expected)
+    # The loss terms: Dice plus 20 x focal, under their own name.
+    logits = torch.full((1, 1, 1, 8, 8), -4.0)
+    gt = torch.zeros(1, 1, 8, 8)
+    gt[..., 2:4, 2:4] = 1.0
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    out = PromptMaskLoss(kind="focal_dice")(logits, gt, valid)
+    assert set(out) == {"loss_mask_dice", "loss_mask_focal"}
+    torch.testing.assert_close(
+        out["loss_mask_focal"], 20 * focal_loss_per_mask(logits, gt[:, :, None])[0, 0, 0]
+    )
+    # Easy background (logit -4) weighs (0.018)^2 of its cross-entropy: the foreground's
+    # gradient dominates, unlike BCE's, where 60 background pixels outweigh 4 foreground ones.
+    logits.requires_grad_(True)
+    PromptMaskLoss(kind="focal_dice", dice_weight=0.0)(logits, gt, valid)[
+        "loss_mask_focal"
+    ].backward()
+    g_focal = logits.grad[0, 0, 0]
+    assert g_focal[2:4, 2:4].abs().sum() > 50 * g_focal[gt[0, 0] == 0].abs().sum()
+    with pytest.raises(ValueError, match="task loss kind"):
+        PromptMaskLoss(kind="l2")

@@ -57,8 +57,16 @@ def test_quickstart_writes_table_json_and_pictures_then_skips_finished_runs(
         "teacher",
         "student (scratch)",
         "student + SARD",
+        "prompt box (filled)",
     ]
     saved = json.loads((out / "results.json").read_text())
+    # The floor is the teacher's own box_* metrics; models trained 2 iterations sit below it,
+    # and the table says so.
+    floor = saved["box_floor"]
+    teacher = saved["runs"]["teacher"]["metrics"]
+    assert floor == {"mIoU": teacher["box_mIoU"], "bIoU": teacher["box_bIoU"]}
+    assert 30.0 < floor["mIoU"] < 100.0
+    assert "↓" in rows[1] and "nothing beyond the prompt" in table
     assert saved["runs"].keys() == {"teacher", "scratch", "sard"}
     for run in saved["runs"].values():
         assert 0.0 <= run["metrics"]["mIoU"] <= 100.0 and 0.0 <= run["metrics"]["bIoU"] <= 100.0

@@ -7,6 +7,9 @@
     python tools/compare_methods.py --dataset gravel --gravel-source ../shared/data/gravel_fh \
         --out output/compare_gravel
     python tools/compare_methods.py --dataset mnfinder --scale gpu --device cuda --out ...
+    python tools/compare_methods.py --train-json train.json --train-images train/ \
+        --test-json test.json --test-images test/ --tile 128 \
+        --transfer-json other.json --transfer-images other/ --transfer-tile 128 --out ...
 
 The teacher (a SAM-family model twice the student's width and depth, METHOD "none", seed
 --teacher-seed) is trained once per output folder, or loaded with --teacher-weights. Then for
@@ -22,7 +25,11 @@ image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no trai
 Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
 gravel photos (6 train, 1 test image) converted from --gravel-source; mnfinder = the mnfinder
 package's microscopy (its own train/test splits; at cpu scale cut into 128 px tiles at native
-resolution, --tile, so micronuclei of 6-30 px² are not resized away). --scale picks the default
+resolution, --tile, so micronuclei of 6-30 px² are not resized away); or any COCO instance
+dataset with --train-json/--train-images/--test-json/--test-images (linked, not copied, into
+OUT/data/custom; --tile cuts large images into tiles at native resolution as for mnfinder).
+--transfer-json/--transfer-images evaluate every trained model, unchanged, on another labelled
+set (--transfer-tile cuts it into tiles the same way). --scale picks the default
 sizes: cpu (tiny models, 128-256 px, a few hours on 2 cores for everything) or gpu
 (EfficientSAM-S teacher, EfficientSAM-Ti student, larger images and schedules; not run here).
 """
@@ -50,8 +57,11 @@ import torch  # noqa: E402
 from sard.data.synthetic import SynthConfig  # noqa: E402
 from sard.reporting import (  # noqa: E402
     METHOD_VARIANTS,
+    below_floor,
+    box_floor,
     comparison_headers,
     comparison_rows,
+    floor_note,
     markdown_table,
     plot_method_bars,
     summarise_runs,
@@ -62,15 +72,17 @@ from sard.reporting.comparison import (  # noqa: E402
     METRICS,
     efficiency_table,
     run_all,
+    student_member,
     teacher_member,
     transfer,
 )
-from sard.reporting.study import TINY_SAM_CONFIG  # noqa: E402
+from sard.reporting.study import TINY_SAM_CONFIG, Member, with_patch_size  # noqa: E402
 from sard.reporting.study_data import (  # noqa: E402
     ensure_gravel,
     ensure_mnfinder,
     ensure_synth,
     ensure_tiles,
+    link_coco_split,
     register_splits,
 )
 
@@ -99,8 +111,8 @@ SCALES: Dict[str, Dict] = {
         num_train=64,
         num_test=16,
         device="cpu",
-        image_size={"synth": 128, "gravel": 256, "mnfinder": 128},
-        tile={"synth": 0, "gravel": 0, "mnfinder": 128},
+        image_size={"synth": 128, "gravel": 256, "mnfinder": 128, "custom": 128},
+        tile={"synth": 0, "gravel": 0, "mnfinder": 128, "custom": 0},
     ),
     "gpu": dict(
         teacher=("efficient_sam", "s", 0, 0, 0),
@@ -113,8 +125,8 @@ SCALES: Dict[str, Dict] = {
         num_train=800,
         num_test=100,
         device="cuda",
-        image_size={"synth": 256, "gravel": 512, "mnfinder": 512},
-        tile={"synth": 0, "gravel": 0, "mnfinder": 0},
+        image_size={"synth": 256, "gravel": 512, "mnfinder": 512, "custom": 512},
+        tile={"synth": 0, "gravel": 0, "mnfinder": 0, "custom": 0},
     ),
 }
 # Fragment sizes of the synthetic set, as fractions of the image side (8-32 px at 128 px).
@@ -126,7 +138,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--dataset", required=True, choices=("synth", "gravel", "mnfinder"))
+    p.add_argument("--dataset", choices=("synth", "gravel", "mnfinder"))
+    custom = p.add_argument_group(
+        "any COCO dataset (instead of --dataset): instance masks as polygons or RLE"
+    )
+    for split in ("train", "test"):
+        custom.add_argument(f"--{split}-json", default="", help=f"COCO file of the {split} split")
+        custom.add_argument(f"--{split}-images", default="", help=f"image folder of --{split}-json")
+    custom.add_argument(
+        "--transfer-json", default="", help="another labelled set: every model evaluated on it"
+    )
+    custom.add_argument("--transfer-images", default="", help="image folder of --transfer-json")
+    custom.add_argument(
+        "--transfer-tile",
+        type=int,
+        default=0,
+        help="cut the transfer set into tiles at native resolution (0: whole images resized to "
+        "--transfer-image-size)",
+    )
     p.add_argument("--out", required=True, help="output folder (runs, tables, figures)")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--methods", nargs="+", default=ALL_METHODS, help=f"of {list(METHOD_VARIANTS)}")
@@ -134,6 +163,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, help="student iterations (every method)")
     p.add_argument("--teacher-iters", type=int)
     p.add_argument("--teacher-weights", default="", help="a trained teacher (model_final.pth)")
+    p.add_argument(
+        "--teacher-init",
+        default="",
+        help="train the teacher --teacher-iters from these weights (fine-tune, e.g. the shipped "
+        "synthetic teacher on real data) instead of from scratch",
+    )
     p.add_argument("--teacher-seed", type=int, default=0)
     p.add_argument(
         "--teacher-family",
@@ -144,12 +179,40 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-embed-dim", type=int, help="teacher width override (cpu: 128)")
     p.add_argument("--teacher-depth", type=int, help="teacher depth override (cpu: 4)")
     p.add_argument("--teacher-heads", type=int, help="teacher heads override (cpu: 4)")
-    p.add_argument("--student-size", help="EfficientSAM size: tiny, ti, s")
+    p.add_argument(
+        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument("--student-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument("--student-size", help="student size: tiny (cpu), ti, s (EfficientSAM)")
+    p.add_argument(
+        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument(
+        "--task-loss",
+        default="dice_bce",
+        choices=("dice_bce", "focal_dice"),
+        help="promptable task loss (MODEL.SARD.TASK_LOSS): the paper's Dice + BCE or SAM's "
+        "20:1 focal + Dice",
+    )
+    p.add_argument(
+        "--multimask",
+        default="always",
+        choices=("always", "never", "auto"),
+        help="mask outputs per prompt (MODEL.SARD.MULTIMASK_OUTPUT): 3 candidates, or SAM's "
+        "single mask for box prompts (never/auto)",
+    )
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="training augmentation of every run: random rescale range (flips are always on)",
+    )
     p.add_argument("--image-size", type=int)
     p.add_argument(
         "--tile",
         type=int,
-        help="cut gravel/mnfinder images into TILE px tiles at native resolution (0: whole "
+        help="cut gravel/mnfinder/custom images into TILE px tiles at native resolution (0: whole "
         "images resized; cpu mnfinder default 128: micronuclei survive, steps stay cheap)",
     )
     p.add_argument("--batch", type=int)
@@ -174,8 +237,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--transfer-image-size",
         type=int,
-        default=256,
-        help="input size for --transfer-to (EfficientSAM students take any size)",
+        help="input size for the transfer set (default: --image-size with --transfer-tile, "
+        "else 256; EfficientSAM students take any size)",
     )
     p.add_argument("--device")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
@@ -184,11 +247,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--latency-reps", type=int, default=5)
     p.add_argument("--config-file", default=TINY_SAM_CONFIG)
     args = p.parse_args(argv)
+    _check_data_flags(p, args)
     unknown = [m for m in args.methods if m not in METHOD_VARIANTS]
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {list(METHOD_VARIANTS)}")
     if args.teacher_weights and not os.path.isfile(args.teacher_weights):
         p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    if args.teacher_init and not os.path.isfile(args.teacher_init):
+        p.error(f"--teacher-init {args.teacher_init!r} does not exist")
+    if args.teacher_init and args.teacher_weights:
+        p.error("--teacher-init fine-tunes a teacher, --teacher-weights uses one as is: not both")
     scale = SCALES[args.scale]
     t_family, t_size, t_dim, t_depth, t_heads = scale["teacher"]
     defaults = dict(
@@ -217,11 +285,49 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.tile < 0:
         p.error("--tile must be 0 (no tiling) or positive")
+    for role in ("teacher", "student"):
+        family = args.teacher_family if role == "teacher" else args.student_family
+        try:
+            with_patch_size(Member(family, "tiny"), getattr(args, f"{role}_patch"))
+        except ValueError as err:
+            p.error(f"--{role}-patch: {err}")
+    if args.scale_jitter and not 0 < args.scale_jitter[0] <= args.scale_jitter[1]:
+        p.error("--scale-jitter needs 0 < LOW <= HIGH")
+    if args.transfer_image_size is None:
+        args.transfer_image_size = args.image_size if args.transfer_tile else 256
     if args.fragment_px and not 0 < args.fragment_px[0] <= args.fragment_px[1]:
         p.error("--fragment-px needs 0 < MIN <= MAX")
     if args.tile and args.dataset == "synth":
         p.error("--tile applies to gravel and mnfinder (synth is generated at --image-size)")
     return args
+
+
+CUSTOM_FLAGS = ("train_json", "train_images", "test_json", "test_images")
+
+
+def _check_data_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--dataset, or all four --train/--test flags (then args.dataset = "custom"); files exist;
+    --transfer-json and --transfer-images together, and not with --transfer-to."""
+    given = [f for f in CUSTOM_FLAGS if getattr(args, f)]
+    if args.dataset and given:
+        p.error(f"give --dataset or --train-json/--test-json..., not both (got {given})")
+    if not args.dataset:
+        missing = [f"--{f.replace('_', '-')}" for f in CUSTOM_FLAGS if not getattr(args, f)]
+        if missing:
+            p.error(f"give --dataset, or a COCO dataset with all of {missing} as well")
+        args.dataset = "custom"
+    for flag in CUSTOM_FLAGS + ("transfer_json", "transfer_images"):
+        path = getattr(args, flag)
+        is_file = flag.endswith("json")
+        if path and not (os.path.isfile(path) if is_file else os.path.isdir(path)):
+            kind = "file" if is_file else "folder"
+            p.error(f"--{flag.replace('_', '-')} {path!r} is not an existing {kind}")
+    if bool(args.transfer_json) != bool(args.transfer_images):
+        p.error("--transfer-json and --transfer-images go together")
+    if args.transfer_json and args.transfer_to:
+        p.error("use --transfer-to or --transfer-json/--transfer-images, not both")
+    if args.transfer_tile < 0:
+        p.error("--transfer-tile must be 0 (no tiling) or positive")
 
 
 def dataset_label(args: argparse.Namespace) -> str:
@@ -248,6 +354,9 @@ def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List
         )
     elif args.dataset == "gravel":
         ensure_gravel(args.gravel_source, str(folder))
+    elif args.dataset == "custom":
+        link_coco_split(str(folder), "train", args.train_json, args.train_images)
+        link_coco_split(str(folder), "test", args.test_json, args.test_images)
     else:
         ensure_mnfinder(str(folder))
     if args.tile:
@@ -275,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     register_splits(*dataset)
     print(
         f"[2/3] teacher {teacher_member(args).describe()} + {len(args.methods)} method(s) x "
-        f"{len(args.seeds)} seed(s), student efficient_sam:{args.student_size}, "
+        f"{len(args.seeds)} seed(s), student {student_member(args).describe()}, "
         f"{args.iters} iterations each, {args.jobs} job(s)",
         flush=True,
     )
@@ -283,26 +392,36 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     print("[3/3] report", flush=True)
     summary = summarise_runs(runs, METRICS)
     baselines = [b for b in BASELINES if b in summary]
-    table = markdown_table(
-        comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
+    floor = box_floor([teacher] + runs, METRICS)
+    table = (
+        markdown_table(
+            comparison_headers(METRICS, baselines),
+            comparison_rows(summary, METRICS, baselines, floor=floor),
+        )
+        + "\n"
+        + floor_note(below_floor(summary, floor, METRICS), floor)
     )
     buckets = [m for m in BUCKET_METRICS if all(m in r["metrics"] for r in runs)]
     if buckets:
         bucket_summary = summarise_runs(runs, buckets)
+        bucket_floor = box_floor(runs, buckets)
         controls = [b for b in ("none", "uniform") if b in summary]
         (out / "buckets.md").write_text(
             "Small: GT area < 16² px; nb3+: touching 3 or more other instances. Δ: paired over "
             "seeds (± std, seeds won).\n\n"
             + markdown_table(
                 comparison_headers(buckets, controls),
-                comparison_rows(bucket_summary, buckets, controls),
+                comparison_rows(bucket_summary, buckets, controls, floor=bucket_floor),
             )
+            + "\n"
+            + floor_note(below_floor(bucket_summary, bucket_floor, buckets), bucket_floor)
         )
-    eff_table, eff = efficiency_table(args, out, dataset, teacher, summary)
+    eff_table, eff = efficiency_table(args, out, dataset, teacher, summary, floor)
     header = (
         f"{dataset_label(args)}, {args.scale} scale: teacher {teacher_member(args).describe()} "
-        f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}), "
-        f"student efficient_sam:{args.student_size}, {args.image_size} px, {args.iters} "
+        f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}"
+        f"{teacher_versus_floor(teacher, floor)}), "
+        f"student {student_member(args).describe()}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
         f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds "
         "(± std of the differences, seeds won).\n\n"
@@ -317,17 +436,20 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         out / "bars.png",
         metrics=METRICS,
         reference={m: teacher["metrics"][m] for m in METRICS},
+        floor=floor,
         title=f"{dataset_label(args)}, {args.scale} scale: mean ± std over {len(args.seeds)} "
         "seed(s); dashed: the teacher",
     )
-    if args.transfer_to:
-        print(f"[3/3] transfer: every run evaluated on {args.transfer_to}", flush=True)
+    if args.transfer_to or args.transfer_json:
+        target = args.transfer_to or args.transfer_json
+        print(f"[3/3] transfer: every run evaluated on {target}", flush=True)
         table += "\n" + transfer(args, out, dataset, teacher, runs)
     payload = {
         "settings": vars(args),
         "teacher": teacher,
         "runs": runs,
         "summary": summary,
+        "box_floor": floor,
         "efficiency": eff,
         "wall_s": time.perf_counter() - start,
     }
@@ -339,6 +461,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"({payload['wall_s']:.0f} s)"
     )
     return payload
+
+
+def teacher_versus_floor(teacher: Dict, floor: Optional[Dict[str, float]]) -> str:
+    """The header's "; +a / +b vs the prompt-box floor: above it" ("" without a floor)."""
+    if not floor:
+        return ""
+    gaps = {m: teacher["metrics"][m] - v for m, v in floor.items()}
+    word = "above" if all(g >= 0 for g in gaps.values()) else "BELOW"
+    gap = " / ".join(f"{g:+.1f}" for g in gaps.values())
+    return f"; {gap} vs the prompt-box floor: {word} it"
 
 
 if __name__ == "__main__":

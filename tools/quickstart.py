@@ -44,6 +44,7 @@ import torch  # noqa: E402
 
 from sard.data.synthetic import SynthConfig  # noqa: E402
 from sard.reporting import (  # noqa: E402
+    BOX_FLOOR_LABEL,
     Member,
     RunSpec,
     Schedule,
@@ -62,8 +63,14 @@ from sard.reporting.study import (  # noqa: E402
     spawn_pool,
     train_run_job,
     widened_member,
+    with_patch_size,
 )
 from sard.reporting.study_data import ensure_synth, register_splits  # noqa: E402
+from sard.reporting.tables import (  # noqa: E402
+    BELOW_FLOOR_MARK,
+    box_floor,
+    floor_note,
+)
 from sard.reporting.visuals import (  # noqa: E402
     limit_prompts,
     model_input_image,
@@ -86,7 +93,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default="output/quickstart", help="output folder")
     p.add_argument("--data-dir", default="", help="dataset folder (default OUT/data/...)")
     p.add_argument("--config-file", default=TINY_SAM_CONFIG, help="base YAML of every run")
-    p.add_argument("--image-size", type=int, default=128, help="square image and input size, px")
+    p.add_argument("--image-size", type=int, default=128, help="square synthetic image size, px")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=0,
+        help="model input size, px (0: --image-size; larger upsamples: a finer feature grid)",
+    )
     p.add_argument("--num-train", type=int, default=64, help="synthetic training images")
     p.add_argument("--num-test", type=int, default=16, help="synthetic test images")
     p.add_argument("--min-size", type=float, default=8.0, help="smallest fragment, px")
@@ -96,11 +109,57 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, help="images per iteration")
     p.add_argument("--prompts", type=int, default=32, help="box prompts per training image")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("LOW", "HIGH"),
+        help="training augmentation: random rescale range (flips are always on)",
+    )
     p.add_argument("--teacher-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument(
+        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument(
+        "--teacher-weights",
+        default="",
+        help="a trained teacher (model_final.pth, e.g. the one under weights/): evaluated, "
+        "not trained; its architecture flags must match",
+    )
+    p.add_argument(
+        "--task-loss",
+        default="dice_bce",
+        choices=("dice_bce", "focal_dice"),
+        help="promptable task loss (MODEL.SARD.TASK_LOSS): the paper's Dice + BCE or SAM's "
+        "20:1 focal + Dice",
+    )
+    p.add_argument(
+        "--multimask",
+        default="always",
+        choices=("always", "never", "auto"),
+        help="mask outputs per prompt (MODEL.SARD.MULTIMASK_OUTPUT): 3 candidates, or SAM's "
+        "single mask for box prompts (never/auto)",
+    )
+    p.add_argument(
+        "--eval-period",
+        type=int,
+        default=0,
+        help="also evaluate every N iterations (learning curves in metrics.json; 0: at the end)",
+    )
+    p.add_argument(
+        "--teacher-only",
+        action="store_true",
+        help="train and evaluate the teacher, then stop (how the shipped teacher is made)",
+    )
     p.add_argument("--teacher-embed-dim", type=int, default=128)
     p.add_argument("--teacher-depth", type=int, default=4)
     p.add_argument("--teacher-heads", type=int, default=4)
-    p.add_argument("--student-size", default="tiny", help="EfficientSAM size: tiny, ti, s")
+    p.add_argument("--student-family", default="efficient_sam", choices=("efficient_sam", "sam"))
+    p.add_argument("--student-size", default="tiny", help="family size: tiny (ti, s, vit_b, ...)")
+    p.add_argument(
+        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
+    )
     p.add_argument("--seed", type=int, default=0, help="data, teacher and students")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -132,8 +191,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.image_size % 16:
-        p.error(f"--image-size must be a multiple of 16 (the models' patch), got {args.image_size}")
+    args.input_size = args.input_size or args.image_size
+    if args.input_size % 16:
+        p.error(f"--input-size must be a multiple of 16 (the models' patch), got {args.input_size}")
+    if not 0 < args.scale_jitter[0] <= args.scale_jitter[1]:
+        p.error("--scale-jitter needs 0 < LOW <= HIGH")
+    if args.teacher_weights and not os.path.isfile(args.teacher_weights):
+        p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    for role in ("teacher", "student"):
+        family, patch = getattr(args, f"{role}_family"), getattr(args, f"{role}_patch")
+        try:
+            with_patch_size(Member(family, "tiny"), patch)
+        except ValueError as err:
+            p.error(f"--{role}-patch: {err}")
+        if args.input_size % patch:
+            p.error(f"--input-size {args.input_size} is not a multiple of --{role}-patch {patch}")
     return args
 
 
@@ -144,28 +216,51 @@ def stage(index: int, text: str) -> None:
 
 def teacher_member(args: argparse.Namespace) -> Member:
     """The teacher: the "tiny" size of --teacher-family widened and deepened (SAM: global
-    attention in every other block, the rest windowed, as SAM)."""
-    return widened_member(
+    attention in every other block, the rest windowed, as SAM), with --teacher-patch."""
+    member = widened_member(
         args.teacher_family, "tiny", args.teacher_embed_dim, args.teacher_depth, args.teacher_heads
     )
+    return with_patch_size(member, args.teacher_patch)
+
+
+def student_member(args: argparse.Namespace) -> Member:
+    """The student: --student-family at --student-size with --student-patch."""
+    return with_patch_size(Member(args.student_family, args.student_size), args.student_patch)
+
+
+def teacher_weights(args: argparse.Namespace, out: Path) -> str:
+    """The teacher checkpoint the SARD student learns from: --teacher-weights (absolute) when
+    given, else the one this quickstart trains in OUT/teacher."""
+    if args.teacher_weights:
+        return os.path.abspath(args.teacher_weights)
+    return str(out / "teacher" / "model_final.pth")
 
 
 def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dict[str, RunSpec]:
     """Teacher, scratch student and SARD student; the students share schedule and seed."""
+    jitter = tuple(args.scale_jitter)
     common = dict(
         seed=args.seed,
-        image_size=args.image_size,
+        image_size=args.input_size,
         train_name=names["train"],
         test_name=names["test"],
         device=args.device,
+        extra_opts=([] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)])
+        + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else [])
+        + (["MODEL.SARD.MULTIMASK_OUTPUT", args.multimask] if args.multimask != "always" else [])
+        + (["MODEL.SARD.TASK_LOSS", args.task_loss] if args.task_loss != "dice_bce" else []),
     )
     sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
     teacher = teacher_member(args)
-    student = Member("efficient_sam", args.student_size)
+    student = student_member(args)
     students = Schedule(args.student_iters, **sched)
+    # A given teacher is only evaluated (0 iterations, its weights loaded), as compare_methods.
+    given = ["MODEL.WEIGHTS", os.path.abspath(args.teacher_weights)] if args.teacher_weights else []
+    teacher_common = dict(common, extra_opts=common["extra_opts"] + given)
+    t_iters = 0 if args.teacher_weights else args.teacher_iters
     return {
         "teacher": RunSpec(
-            "none", student=teacher, schedule=Schedule(args.teacher_iters, **sched), **common
+            "none", student=teacher, schedule=Schedule(t_iters, **sched), **teacher_common
         ),
         "scratch": RunSpec("none", student=student, schedule=students, **common),
         "sard": RunSpec(
@@ -173,7 +268,7 @@ def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dic
             student=student,
             schedule=students,
             teacher=teacher,
-            teacher_weights=str(out / "teacher" / "model_final.pth"),
+            teacher_weights=teacher_weights(args, out),
             **common,
         ),
     }
@@ -255,7 +350,24 @@ def report(args, out: Path, specs, records, trainers) -> Dict:
         "iters",
         "train+eval (s)",
     ]
-    table = markdown_table(headers, rows, align="ll" + "r" * 7)
+    floor = box_floor(list(records.values()))
+    if floor:
+        rows.append(
+            [BOX_FLOOR_LABEL, "each GT's own box", "0", "0", "0"]
+            + [f"{floor[m]:.1f}" for m in ("mIoU", "bIoU")]
+            + ["—", "—"]
+        )
+        below = {
+            titles[k]: [m for m in floor if records[k]["metrics"][m] < floor[m]] for k in specs
+        }
+        for key, spec in specs.items():  # mark the models' cells below the floor
+            for col, metric in ((5, "mIoU"), (6, "bIoU")):
+                if metric in below[titles[key]]:
+                    rows[list(specs).index(key)][col] += f" {BELOW_FLOOR_MARK}"
+        note = floor_note({k: v for k, v in below.items() if v}, floor)
+    else:
+        note = ""
+    table = markdown_table(headers, rows, align="ll" + "r" * 7) + ("\n" + note if note else "")
 
     image = sample["image"].permute(1, 2, 0).numpy().clip(0, 255).astype("uint8")
     gt = sample["gt_masks"].numpy().astype(bool)
@@ -269,7 +381,7 @@ def report(args, out: Path, specs, records, trainers) -> Dict:
     render_structure_map(model_input_image(sample), smap, out / "structure_map.png")
     logs = {titles[k]: read_metrics_json(out / k / "metrics.json") for k in specs}
     plot_training_curves(logs, out / "training_curves.png")
-    return {"table": table, "summary": summary, "image": record["file_name"]}
+    return {"table": table, "summary": summary, "image": record["file_name"], "box_floor": floor}
 
 
 def _to_input_frame(masks, hw):
@@ -297,11 +409,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     names, dataset = prepare_data(args, out)
     specs = run_specs(args, names, out)
     records, trainers = {}, {}
+    origin = f"loaded from {args.teacher_weights}" if args.teacher_weights else "from scratch"
     labels = {
-        "teacher": f"teacher {specs['teacher'].student.describe()} from scratch",
+        "teacher": f"teacher {specs['teacher'].student.describe()} {origin}",
         "scratch": f"student {specs['scratch'].student.describe()} from scratch",
         "sard": "student distilled with SARD from the teacher",
     }
+    if args.teacher_only:
+        return _teacher_only(args, out, specs["teacher"], labels["teacher"], start)
     parallel = args.jobs > 1 and read_results(str(out / "scratch")) is None
     with contextlib.ExitStack() as stack:
         background = None
@@ -342,6 +457,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "settings": vars(args),
         "runs": result["summary"],
         "teacher_clearly_better": _teacher_margin(records) >= CLEARLY_BETTER,
+        "box_floor": result["box_floor"],
         "wall_s": wall,
     }
     with open(out / "results.json", "w") as f:
@@ -355,12 +471,35 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return payload
 
 
+def _teacher_only(args, out: Path, spec: RunSpec, label: str, start: float) -> Dict:
+    """--teacher-only: train and evaluate the teacher, check it against the box floor, write
+    results.json (settings, the teacher's record, the floor) and stop."""
+    stage(2, f"{label}: {spec.schedule.iters} iterations (--teacher-only: the last stage)")
+    record, _ = train_stage(args, "teacher", spec, out)
+    floor = box_floor([record])
+    if floor:
+        gaps = " / ".join(f"{m} {record['metrics'][m] - v:+.1f}" for m, v in floor.items())
+        values = " / ".join(f"{m} {v:.1f}" for m, v in floor.items())
+        print(f"      versus the prompt-box floor ({values}): {gaps}", flush=True)
+    payload = {
+        "settings": vars(args),
+        "runs": {"teacher": {**record, "model": spec.student.describe()}},
+        "box_floor": floor,
+        "wall_s": time.perf_counter() - start,
+    }
+    with open(out / "results.json", "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {out}/results.json; the teacher is {out}/teacher/model_final.pth")
+    return payload
+
+
 def _teacher_margin(records: Dict) -> float:
     return records["teacher"]["metrics"]["mIoU"] - records["scratch"]["metrics"]["mIoU"]
 
 
 def _check_teacher(records: Dict) -> None:
-    """Distillation from a teacher no better than the student has nothing to transfer."""
+    """Distillation from a teacher no better than the student, or no better than filling its
+    prompt box, has nothing to transfer: say so."""
     margin = _teacher_margin(records)
     if margin < CLEARLY_BETTER:
         print(
@@ -371,6 +510,18 @@ def _check_teacher(records: Dict) -> None:
         )
     else:
         print(f"      the teacher is {margin:+.1f} mIoU above the scratch student", flush=True)
+    floor = box_floor([records["teacher"]])
+    if floor:
+        gaps = {m: records["teacher"]["metrics"][m] - v for m, v in floor.items()}
+        text = " / ".join(f"{m} {g:+.1f}" for m, g in gaps.items())
+        if min(gaps.values()) < 0:
+            print(
+                f"      WARNING: the teacher is below the prompt-box floor ({text}): it has "
+                "learned nothing beyond its box prompts; see the README's regime notes.",
+                flush=True,
+            )
+        else:
+            print(f"      the teacher is above the prompt-box floor ({text})", flush=True)
 
 
 if __name__ == "__main__":

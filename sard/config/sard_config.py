@@ -71,6 +71,9 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.BETA_D = 1.0  # beta_d: weight of feature dispersion D in S(i)
     s.RADIUS = 7  # r: dispersion window is (2r+1)^2 feature pixels
     s.SIGMA = 1.0  # sigma: std (feature pixels) of the structure tensor's Gaussian window
+    # Outer rings of feature cells whose E, C, D are copied from the nearest inner cell: the
+    # encoders' zero-padded convolutions make the border cells' features an artefact (0 = off).
+    s.BORDER_CELLS = 0
     s.IOU_LOSS_WEIGHT = 1.0  # MSE on the predicted IoU of promptable students (0 = off)
     # Each registered baseline's own keys: MODEL.SARD.<METHOD>.<KEY> (e.g. MODEL.SARD.CWD.TAU),
     # declared with a comment beside the method's loss (sard/losses/*.py, register_method).
@@ -81,6 +84,12 @@ def add_sard_config(cfg: CfgNode) -> None:
             node = s[method.node] = CN()
             for key, (default, _comment) in method.keys.items():
                 node[key] = default
+    # Promptable task loss: "dice_bce" (the paper's Dice + BCE) or "focal_dice" (SAM's 20:1
+    # focal + Dice: easy background pixels stop pulling every logit down).
+    s.TASK_LOSS = "dice_bce"
+    # Promptable models: 3 candidate masks, best supervised, picked by predicted IoU ("always"),
+    # SAM's single mask ("never"), or SAM's rule ("auto": 3 only for lone-point prompts).
+    s.MULTIMASK_OUTPUT = "always"
     s.CACHE = CN()
     s.CACHE.ENABLED = False  # cache teacher taps (fp16) per input image: later epochs skip it
     s.CACHE.DIR = ""  # "" = in memory; else a directory for on-disk cache files

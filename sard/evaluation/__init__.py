@@ -4,7 +4,7 @@ Boundary IoU follows Cheng et al. (CVPR 2021) exactly; see `sard.evaluation.boun
 """
 from .base import DatasetEvaluator
 from .boundary import boundary_dilation, boundary_iou, mask_boundary, mask_iou
-from .paired import PairScores, mask_bboxes, paired_mask_scores
+from .paired import PairScores, box_fill_scores, mask_bboxes, paired_mask_scores
 from .crowding import touching_neighbour_counts
 from .instance_evaluator import PromptableInstanceEvaluator
 from .semantic_evaluator import SemSegBoundaryEvaluator, class_boundary_counts, semseg_metrics
@@ -14,6 +14,7 @@ __all__ = [
     "PairScores",
     "PromptableInstanceEvaluator",
     "SemSegBoundaryEvaluator",
+    "box_fill_scores",
     "boundary_dilation",
     "boundary_iou",
     "class_boundary_counts",

@@ -17,13 +17,16 @@ from .base import (
     write_json,
 )
 from .boundary import as_bool_masks
-from .paired import paired_mask_scores
 from .crowding import touching_neighbour_counts
+from .paired import box_fill_scores, paired_mask_scores
 
 logger = logging.getLogger(__name__)
 
-# (image_id, prompt index, GT area, touching neighbours, IoU, boundary IoU)
-InstanceRecord = Tuple[Any, int, int, int, float, float]
+# (image_id, prompt index, GT area, touching neighbours, IoU, boundary IoU, and the same two
+# for the GT's own box filled: the prompt-box floor)
+InstanceRecord = Tuple[Any, int, int, int, float, float, float, float]
+# Prefix of the prompt-box floor's metrics (box_mIoU, box_bIoU, box_mIoU_small, ...).
+BOX_FLOOR_PREFIX = "box_"
 
 
 def _size_bucket_names(size_bins: Sequence[int]) -> List[str]:
@@ -57,11 +60,15 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
     evaluate() returns {"sard_instances": metrics} on the main process (None elsewhere) with keys
         count, mIoU, bIoU                    all instances
         count_<b>, mIoU_<b>, bIoU_<b>        per bucket b
+        box_mIoU, box_bIoU (and _<b>)        the prompt-box floor: each GT's tight box filled
+                                             as the prediction, same instances and buckets
     Size buckets by GT area in pixels, for size_bins (a, b): small [0, a), medium [a, b),
     large [b, inf). Crowding buckets by touching GT neighbours (8-connected contact or overlap,
     among the image's prompted instances), for neighbour_bins (1, 3): nb0, nb1-2, nb3+.
     Buckets without instances report count_<b> = 0 and no mIoU/bIoU keys, so no value is NaN.
     A pair where both masks are empty scores 1.0, an empty prediction for a non-empty GT 0.0.
+    The box floor is what "fill the box" scores with box prompts, the trivial model every
+    promptable model must beat: one that scores below it has learned nothing beyond its prompt.
 
     With output_dir, writes sard_instances.json (metrics and settings) and, if
     save_per_instance, sard_instances_per_instance.json with one record per instance.
@@ -124,6 +131,7 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
                     f"{tuple(size)}; evaluate at the original resolution"
                 )
             scores = paired_mask_scores(gt, pred, self._dilation_ratio)
+            floor = box_fill_scores(gt, self._dilation_ratio, scores.gt_boxes)
             neighbours = touching_neighbour_counts(gt, scores.gt_boxes)
             for q in range(gt.shape[0]):
                 self._records.append(
@@ -134,6 +142,8 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
                         int(neighbours[q]),
                         float(scores.iou[q]),
                         float(scores.boundary_iou[q]),
+                        float(floor.iou[q]),
+                        float(floor.boundary_iou[q]),
                     )
                 )
 
@@ -151,7 +161,7 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
         logger.info(
             "Promptable instance evaluation on %s:\n%s",
             name,
-            format_table(["bucket", "count", "mIoU", "bIoU"], rows),
+            format_table(["bucket", "count", "mIoU", "bIoU", "box mIoU", "box bIoU"], rows),
         )
         if self._output_dir:
             settings = {
@@ -162,7 +172,16 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
             }
             write_json(self._output_dir, "sard_instances.json", {"metrics": metrics, **settings})
             if self._save_per_instance:
-                fields = ("image_id", "index", "area", "neighbours", "iou", "boundary_iou")
+                fields = (
+                    "image_id",
+                    "index",
+                    "area",
+                    "neighbours",
+                    "iou",
+                    "boundary_iou",
+                    "box_iou",
+                    "box_boundary_iou",
+                )
                 per_instance = [dict(zip(fields, r)) for r in records]
                 write_json(
                     self._output_dir,
@@ -177,6 +196,8 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
         neighbours = np.array([r[3] for r in records], dtype=np.int64)
         iou = np.array([r[4] for r in records], dtype=np.float64)
         biou = np.array([r[5] for r in records], dtype=np.float64)
+        box_iou = np.array([r[6] for r in records], dtype=np.float64)
+        box_biou = np.array([r[7] for r in records], dtype=np.float64)
         size_bucket = np.digitize(area, self._size_bins)
         crowd_bucket = np.digitize(neighbours, self._neighbour_bins)
         groups = [("", np.ones(len(records), dtype=bool))]
@@ -194,10 +215,17 @@ class PromptableInstanceEvaluator(DatasetEvaluator):
             n = int(member.sum())
             metrics[f"count{suffix}"] = float(n)
             if n == 0:
-                rows.append([name or "all", 0, "-", "-"])
+                rows.append([name or "all", 0, "-", "-", "-", "-"])
                 continue
-            metrics[f"mIoU{suffix}"] = 100.0 * float(iou[member].mean())
-            metrics[f"bIoU{suffix}"] = 100.0 * float(biou[member].mean())
-            rows.append([name or "all", n, metrics[f"mIoU{suffix}"], metrics[f"bIoU{suffix}"]])
+            row: list = [name or "all", n]
+            for key, values in (
+                ("mIoU", iou),
+                ("bIoU", biou),
+                (BOX_FLOOR_PREFIX + "mIoU", box_iou),
+                (BOX_FLOOR_PREFIX + "bIoU", box_biou),
+            ):
+                metrics[key + suffix] = 100.0 * float(values[member].mean())
+                row.append(metrics[key + suffix])
+            rows.append(row)
         assert_finite(metrics, "PromptableInstanceEvaluator")
         return metrics, rows

@@ -153,6 +153,16 @@ def paired_mask_scores(
             for c in np.unique(chunk)
         ]
     )
+    area[pairs], iou[pairs], biou[pairs] = _pair_counts(hist)
+    return PairScores(area, iou, biou, tight_gt_boxes)
+
+
+def _pair_counts(hist: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(|G|, IoU, boundary IoU) per pair from the (n, 16) pixel-code histogram of `_atlas_counts`.
+
+    Every pair here has at least one non-empty mask, so union > 0, and a non-empty mask has a
+    non-empty boundary (its outermost pixels never survive erosion), so b_union > 0.
+    """
     codes = np.arange(16)
 
     def count(bits: int) -> np.ndarray:
@@ -161,9 +171,41 @@ def paired_mask_scores(
     inter, b_inter = count(_G | _P), count(_BG | _BP)
     union = count(_G) + count(_P) - inter
     b_union = count(_BG) + count(_BP) - b_inter
-    area[pairs] = count(_G)
-    # Here at least one mask is non-empty, so union > 0, and a non-empty mask has a non-empty
-    # boundary (its outermost pixels never survive erosion), so b_union > 0.
-    iou[pairs] = inter / union
-    biou[pairs] = b_inter / b_union
-    return PairScores(area, iou, biou, tight_gt_boxes)
+    return count(_G), inter / union, b_inter / b_union
+
+
+def box_fill_scores(
+    gt_masks: MaskLike, dilation_ratio: float = 0.02, gt_boxes: np.ndarray | None = None
+) -> PairScores:
+    """The prompt-box floor: IoU and boundary IoU of each GT mask against its own tight box,
+    filled, as a full-image prediction (Q, H, W).
+
+    Equal to ``paired_mask_scores(gt, boxes_filled)`` with boxes_filled[i] = 1 on
+    [y0, y1) x [x0, x1) of ``mask_bboxes(gt)[i]``, without building that stack: the filled box
+    is a constant view, so the cost is the GT crops' size. A box-prompted model scoring below
+    this has learned nothing beyond its prompt. Empty GT masks score 1.0 (both masks empty).
+    ``gt_boxes``: the masks' `mask_bboxes`, when the caller has them already.
+    """
+    gt = as_bool_masks(gt_masks, "box_fill_scores(gt_masks)", 3)
+    q, h, w = gt.shape
+    boxes = mask_bboxes(gt) if gt_boxes is None else np.asarray(gt_boxes, dtype=np.int64)
+    if boxes.shape != (q, 4):
+        raise ValueError(f"box_fill_scores: gt_boxes must be ({q}, 4), got {boxes.shape}")
+    area = np.zeros(q, dtype=np.int64)
+    iou, biou = np.ones(q, dtype=np.float64), np.ones(q, dtype=np.float64)
+    pairs = np.flatnonzero(boxes[:, 1] > boxes[:, 0])
+    if pairs.size:
+        d = boundary_dilation(h, w, dilation_ratio)
+        # The filled box of pair i is all ones on its own crop: one broadcast view serves all.
+        ones = np.broadcast_to(np.ones((1, 1, 1), dtype=np.uint8), gt.shape)
+        crops = boxes[pairs]
+        crop_pixels = (crops[:, 1] - crops[:, 0]) * (crops[:, 3] - crops[:, 2])
+        chunk = np.cumsum(crop_pixels) // _ATLAS_PIXELS
+        hist = np.concatenate(
+            [
+                _atlas_counts(gt.view(np.uint8), ones, pairs[chunk == c], crops[chunk == c], d)
+                for c in np.unique(chunk)
+            ]
+        )
+        area[pairs], iou[pairs], biou[pairs] = _pair_counts(hist)
+    return PairScores(area, iou, biou, boxes)

@@ -141,7 +141,43 @@ def check_logit_form(form: str) -> str:
     return form
 
 
-def uniform_weight(reference: torch.Tensor) -> torch.Tensor:
-    """W(i) = 1 / (H * W) for every position of ``reference`` (B, C, H, W): (B, 1, H, W)."""
+def valid_on_grid(
+    valid_mask: Optional[torch.Tensor], reference: torch.Tensor
+) -> Optional[torch.Tensor]:
+    """A bool valid mask (..., 1, h, w) brought to ``reference``'s last two dims (nearest), so it
+    broadcasts against ``reference`` (..., C, H, W); None stays None.
+
+    Padded cells (False) are where a zero-padded image shows no scene: the feature losses
+    leave them out (see ``sard.structure.valid_region``).
+    """
+    if valid_mask is None:
+        return None
+    if valid_mask.dtype != torch.bool or valid_mask.dim() != reference.dim():
+        raise ValueError(
+            f"valid_mask must be a bool (..., 1, h, w) tensor with {reference.dim()} dims like "
+            f"the map {tuple(reference.shape)}, got {valid_mask.dtype} {tuple(valid_mask.shape)}"
+        )
+    if valid_mask.shape[-3] != 1 or valid_mask.shape[:-3] != reference.shape[:-3]:
+        raise ValueError(
+            f"valid_mask {tuple(valid_mask.shape)} does not broadcast against the map "
+            f"{tuple(reference.shape)}: it needs one channel and the same leading dims"
+        )
+    return (
+        resize_labels(valid_mask.flatten(0, -3).to(torch.uint8), reference.shape[-2:])
+        .view(*valid_mask.shape[:-2], *reference.shape[-2:])
+        .bool()
+        .to(reference.device)
+    )
+
+
+def uniform_weight(
+    reference: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """W(i) = 1 / (H * W) for every position of ``reference`` (B, C, H, W): (B, 1, H, W); with
+    ``valid_mask`` 1 / |valid| on valid positions and 0 on padded ones."""
     b, _, h, w = reference.shape
-    return torch.full((b, 1, h, w), 1.0 / (h * w), device=reference.device, dtype=torch.float32)
+    valid = valid_on_grid(valid_mask, reference)
+    if valid is None:
+        return torch.full((b, 1, h, w), 1.0 / (h * w), device=reference.device, dtype=torch.float32)
+    cells = valid.float()
+    return cells / cells.sum(dim=(2, 3), keepdim=True).clamp(min=1.0)

@@ -16,19 +16,37 @@ from ._common import (
     mask_logit_pair,
     masked_mean,
     resize_to,
+    valid_on_grid,
 )
 from .registry import need_int, register_method
 
 CWD_INPUTS = ("logits", "features")
 
 
-def channel_wise_kl(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
-    """τ² · KL(φ(t/τ) ‖ φ(s/τ)) per channel, φ = softmax over the last two dims: shape (...)."""
-    t = teacher.float().flatten(-2) / tau
-    s = student.float().flatten(-2) / tau
-    log_p_t = F.log_softmax(t, dim=-1)
-    log_p_s = F.log_softmax(s, dim=-1)
-    return tau**2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+def channel_wise_kl(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    tau: float,
+    valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """τ² · KL(φ(t/τ) ‖ φ(s/τ)) per channel, φ = softmax over the last two dims: shape (...).
+
+    ``valid`` (bool, broadcastable to the maps): the softmax and the sum run over valid
+    positions only (padded cells of a padded image are no positions of the scene).
+    """
+    t = teacher.float() / tau
+    s = student.float() / tau
+    if valid is None:
+        log_p_t = F.log_softmax(t.flatten(-2), dim=-1)
+        log_p_s = F.log_softmax(s.flatten(-2), dim=-1)
+        return tau**2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    keep = valid.expand_as(t).flatten(-2)
+    log_p_t = F.log_softmax(t.flatten(-2).masked_fill(~keep, float("-inf")), dim=-1)
+    log_p_s = F.log_softmax(s.flatten(-2).masked_fill(~keep, float("-inf")), dim=-1)
+    # Padded positions: p_T = 0, and both logs -inf; zero them so neither value nor gradient
+    # picks up 0 * (inf - inf).
+    diff = torch.where(keep, log_p_t - log_p_s, 0.0)
+    return tau**2 * (log_p_t.exp() * diff).sum(-1)
 
 
 class ChannelWiseDistillationLoss(nn.Module):
@@ -45,11 +63,15 @@ class ChannelWiseDistillationLoss(nn.Module):
       * "features": (B, Cs, Hs, Ws) student and (B, Ct, Ht, Wt) teacher maps; a 1x1 conv aligns
         the student to Ct channels when Cs != Ct (learnable, as feature-CWD needs one).
     Student maps are resized bilinearly to the teacher grid when sizes differ. ``weight``
-    (the structure map) is ignored: CWD is spatially uniform by design.
+    (the structure map) is ignored: CWD is spatially uniform by design. ``valid_mask`` (bool,
+    (..., 1, h, w) with the maps' leading dims, resized nearest to the teacher grid) leaves
+    padded positions out of every spatial softmax.
 
     Defaults: τ = 4, w = 3, the official code's Cityscapes setting (mmrazor uses τ = 1, w = 5).
     Returns {"loss_cwd"}.
     """
+
+    handles_padding = True  # forward takes valid_mask (padded cells left out)
 
     def __init__(
         self,
@@ -83,6 +105,7 @@ class ChannelWiseDistillationLoss(nn.Module):
         teacher: torch.Tensor,
         weight: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
+        valid_mask: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         teacher = teacher.detach()
         valid = None
@@ -99,7 +122,9 @@ class ChannelWiseDistillationLoss(nn.Module):
             student, teacher, valid = mask_logit_pair(student, teacher, targets)
             if valid is not None:
                 valid = valid[..., 0, 0]  # one entry per mask, matching the per-channel KL
-        per_channel = channel_wise_kl(student, teacher, self.tau)
+        per_channel = channel_wise_kl(
+            student, teacher, self.tau, valid_on_grid(valid_mask, teacher)
+        )
         return {"loss_cwd": self.weight * masked_mean(per_channel, valid)}
 
 

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from ._common import check_feature_map, check_same_batch, resize_to
+from ._common import check_feature_map, check_same_batch, resize_to, valid_on_grid
 from .registry import need_int, register_method
 
 
@@ -23,12 +23,16 @@ class MGDLoss(nn.Module):
     (the official code assumes equal sizes). M is drawn with ``torch.rand`` from the global RNG
     (follows the seed); ``forward(..., mask=M)`` takes a fixed (B, 1, Ht, Wt) mask instead
     (tests, or reproducing a draw). ``weight`` is ignored: MGD is spatially uniform.
+    ``valid_mask`` (B, 1, Ht, Wt) bool: padded cells are zeroed in the generator's input (as
+    dropped ones) and left out of the sum, so a padded image's padding is neither a cue nor a
+    target.
 
     Defaults: α = 2e-5, λ = 0.75, the paper's semantic-segmentation setting (the sum over
     C·H·W is large, hence the tiny α). Returns {"loss_mgd"}.
     """
 
     consumes = "features"
+    handles_padding = True  # forward takes valid_mask (padded cells left out)
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class MGDLoss(nn.Module):
         weight: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
         mask: Optional[torch.Tensor] = None,
+        valid_mask: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         check_feature_map(student, "student features", self.student_channels)
         check_feature_map(teacher, "teacher features", self.teacher_channels)
@@ -81,8 +86,12 @@ class MGDLoss(nn.Module):
                 f"MGD mask must be (B, 1, Ht, Wt) = {(aligned.shape[0], 1, *aligned.shape[-2:])}, "
                 f"got {tuple(mask.shape)}"
             )
+        valid = valid_on_grid(valid_mask, teacher)
+        if valid is not None:
+            mask = mask * valid.to(mask.dtype)
         generated = self.generation(aligned * mask.to(aligned.dtype))
-        sq_sum = (generated.float() - teacher.float()).pow(2).sum()
+        sq = (generated.float() - teacher.float()).pow(2)
+        sq_sum = (sq if valid is None else sq * valid).sum()
         return {"loss_mgd": self.alpha * sq_sum / teacher.shape[0]}
 
 

@@ -26,6 +26,23 @@ def bce_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return bce.flatten(-2).mean(-1)
 
 
+def focal_loss_per_mask(
+    logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017) averaged over the last two dims:
+    mean_i −α_t (1 − p_t)^γ log p_t, p_t = p on foreground and 1 − p on background, α_t = α on
+    foreground and 1 − α on background (RetinaNet's γ = 2, α = 0.25)."""
+    z, g = logits.float(), targets.float()
+    ce = F.binary_cross_entropy_with_logits(z, g, reduction="none")
+    p = torch.sigmoid(z)
+    p_t = p * g + (1 - p) * (1 - g)
+    alpha_t = alpha * g + (1 - alpha) * (1 - g)
+    return (alpha_t * (1 - p_t).pow(gamma) * ce).flatten(-2).mean(-1)
+
+
+TASK_LOSSES = ("dice_bce", "focal_dice")
+
+
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """IoU of (logits > 0) with binary targets over the last two dims; 1 when both are empty."""
     pred = (logits > 0).flatten(-2)
@@ -58,6 +75,12 @@ class PromptMaskLoss(nn.Module):
     for focal loss, not BCE), w_iou = 1 (SAM), μ = 1 (paper). Leave μ at 1 when the caller
     already multiplies the task terms by μ (``SARDDistiller`` does).
 
+    ``kind="focal_dice"`` replaces BCE by SAM's focal term, 20 · Focal(z_m, g) (γ = 2,
+    α = 0.25), returned as ``loss_mask_focal``. Why: with tiny objects, the mean BCE is almost
+    all background, pulls every logit far below 0 in the first iterations, and there the
+    sigmoid's slope leaves Dice almost no gradient (training sits on an empty-mask plateau);
+    focal loss stops weighing background pixels that are already right.
+
     Inputs:
         mask_logits: (B, Q, M, h, w) logits; resized bilinearly to gt_masks' size if needed.
         gt_masks: (B, Q, H, W) float in {0, 1}.
@@ -72,8 +95,14 @@ class PromptMaskLoss(nn.Module):
         bce_weight: float = 1.0,
         iou_weight: float = 1.0,
         mu: float = 1.0,
+        kind: str = "dice_bce",
+        focal_weight: float = 20.0,
     ) -> None:
         super().__init__()
+        if kind not in TASK_LOSSES:
+            raise ValueError(f"task loss kind must be one of {TASK_LOSSES}, got {kind!r}")
+        self.kind = kind
+        self.focal_weight = float(focal_weight)
         self.dice_weight = float(dice_weight)
         self.bce_weight = float(bce_weight)
         self.iou_weight = float(iou_weight)
@@ -106,14 +135,19 @@ class PromptMaskLoss(nn.Module):
         logits = resize_to(mask_logits, gt_masks.shape[-2:])
         targets = gt_masks[:, :, None].expand_as(logits)
         dice = dice_loss_per_mask(logits, targets)  # (B, Q, M)
-        bce = bce_loss_per_mask(logits, targets)
-        combined = self.dice_weight * dice + self.bce_weight * bce
+        if self.kind == "focal_dice":
+            pixel_name, pixel_weight = "loss_mask_focal", self.focal_weight
+            pixel = focal_loss_per_mask(logits, targets)
+        else:
+            pixel_name, pixel_weight = "loss_mask_bce", self.bce_weight
+            pixel = bce_loss_per_mask(logits, targets)
+        combined = self.dice_weight * dice + pixel_weight * pixel
         best = combined.detach().argmin(dim=2, keepdim=True)  # (B, Q, 1)
         chosen_dice = dice.gather(2, best)[..., 0]
-        chosen_bce = bce.gather(2, best)[..., 0]
+        chosen_pixel = pixel.gather(2, best)[..., 0]
         terms = {
             "loss_mask_dice": self.mu * self.dice_weight * masked_mean(chosen_dice, valid),
-            "loss_mask_bce": self.mu * self.bce_weight * masked_mean(chosen_bce, valid),
+            pixel_name: self.mu * pixel_weight * masked_mean(chosen_pixel, valid),
         }
         if iou_pred is not None and self.iou_weight > 0:
             with torch.no_grad():

@@ -82,7 +82,9 @@ class DistributionAlignmentLoss(nn.Module):
 
     Gradient note: the 3x3 conv mixes neighbours, so the student map at position j receives
     gradient from every position i of its 3x3 neighbourhood with W(i) > 0; positions whose
-    whole neighbourhood has W = 0 receive exactly none.
+    whole neighbourhood has W = 0 receive exactly none. ``valid_mask`` (B, 1, H, W) bool zeroes
+    both inputs on padded cells before g_θ (as the conv's own zero padding at the map border),
+    so padded cells reach neither the loss nor, through the conv, any gradient.
     """
 
     def __init__(
@@ -111,7 +113,11 @@ class DistributionAlignmentLoss(nn.Module):
         self.generator = generator
 
     def forward(
-        self, student_proj: torch.Tensor, teacher_proj: torch.Tensor, weight: torch.Tensor
+        self,
+        student_proj: torch.Tensor,
+        teacher_proj: torch.Tensor,
+        weight: torch.Tensor,
+        valid_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         _check_pair(student_proj, teacher_proj, weight)
         if student_proj.shape[1] != self.dim:
@@ -126,6 +132,8 @@ class DistributionAlignmentLoss(nn.Module):
             )
             noisy = math.sqrt(alpha) * teacher_proj.float() + math.sqrt(1.0 - alpha) * eps
             inputs = [student_proj, noisy.to(student_proj.dtype)]
+            if valid_mask is not None:
+                inputs = [x * valid_mask.to(x.dtype) for x in inputs]
             if self.condition_on_alpha:
                 inputs.append(torch.full_like(student_proj[:, :1], alpha))
             eps_pred = self.denoiser(torch.cat(inputs, dim=1))

@@ -12,7 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import check_feature_map, check_same_batch, resize_to, uniform_weight
+from ._common import (
+    check_feature_map,
+    check_same_batch,
+    resize_to,
+    uniform_weight,
+    valid_on_grid,
+)
 from .registry import MethodInputs, need_int, register_method
 from .representation import DistributionAlignmentLoss, FeatureConsistencyLoss
 
@@ -97,13 +103,15 @@ class SARDDistillationHead(nn.Module):
         lambda_f, lambda_d: weights of L_FC and L_DA (already applied to the returned terms).
         alpha: noise level(s) of L_DA (see ``DistributionAlignmentLoss``).
         weighting: "structure" or "uniform".
-        beta_e, beta_c, beta_d, radius, sigma: forwarded to ``compute_structure_map``.
+        beta_e, beta_c, beta_d, radius, sigma, border_cells: forwarded to
+            ``compute_structure_map``.
         teacher_projection: "frozen" (guard, default) or "learnable".
         normalize_teacher: per-position LayerNorm on P_T's output (guard, default True).
         denoiser_hidden: width of g_θ (default D).
     """
 
     consumes = "features"
+    handles_padding = True  # forward takes valid_mask (padded cells left out)
 
     def __init__(
         self,
@@ -119,6 +127,7 @@ class SARDDistillationHead(nn.Module):
         beta_d: float = 1.0,
         radius: int = 7,
         sigma: float = 1.0,
+        border_cells: int = 0,
         teacher_projection: str = "frozen",
         normalize_teacher: bool = True,
         denoiser_hidden: Optional[int] = None,
@@ -138,7 +147,12 @@ class SARDDistillationHead(nn.Module):
         self.lambda_d = float(lambda_d)
         self.weighting = weighting
         self.structure_kwargs = dict(
-            beta_e=beta_e, beta_c=beta_c, beta_d=beta_d, radius=radius, sigma=sigma
+            beta_e=beta_e,
+            beta_c=beta_c,
+            beta_d=beta_d,
+            radius=radius,
+            sigma=sigma,
+            border_cells=border_cells,
         )
         self.normalize_teacher = bool(normalize_teacher)
         self.student_proj = nn.Conv2d(self.student_channels, self.dim, kernel_size=1)
@@ -150,15 +164,20 @@ class SARDDistillationHead(nn.Module):
             self.dim, alpha=alpha, hidden=denoiser_hidden
         )
 
-    def weight_map(self, teacher: torch.Tensor) -> torch.Tensor:
-        """W (B, 1, Ht, Wt) in float32, no grad: structure map or uniform, per ``weighting``."""
+    def weight_map(
+        self, teacher: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """W (B, 1, Ht, Wt) in float32, no grad: structure map or uniform, per ``weighting``;
+        with ``valid_mask`` (B, 1, Ht, Wt) both are 0 on padded cells and sum to 1 on the rest."""
         if self.weighting == "uniform":
-            return uniform_weight(teacher)
+            return uniform_weight(teacher, valid_mask)
         # Imported here so sard.losses imports even where sard.structure is not installed yet.
         from sard.structure import compute_structure_map
 
         with torch.no_grad(), torch.autocast(device_type=teacher.device.type, enabled=False):
-            smap = compute_structure_map(teacher.detach().float(), **self.structure_kwargs)
+            smap = compute_structure_map(
+                teacher.detach().float(), valid_mask=valid_mask, **self.structure_kwargs
+            )
         return smap.weight.detach().float()
 
     def project_teacher(self, teacher: torch.Tensor) -> torch.Tensor:
@@ -177,19 +196,29 @@ class SARDDistillationHead(nn.Module):
         teacher: torch.Tensor,
         weight: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
+        valid_mask: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """Student (B, Cs, Hs, Ws), teacher (B, Ct, Ht, Wt) → {"loss_fc", "loss_da"} (weighted).
 
-        ``targets`` is accepted for the common loss interface and unused.
+        ``valid_mask`` (B, 1, Ht, Wt) bool marks the cells that show the image (padded ones are
+        False, see ``sard.structure.valid_region``): W is 0 on the others (a given ``weight``
+        must be, e.g. ``compute_structure_map(..., valid_mask=...)``), and L_DA's denoiser sees
+        zeros there. ``targets`` is accepted for the common loss interface and unused.
         """
         check_feature_map(student, "student features", self.student_channels)
         check_feature_map(teacher, "teacher features", self.teacher_channels)
         check_same_batch(student, teacher)
         teacher = teacher.detach()
+        valid = valid_on_grid(valid_mask, teacher)
         if self.weighting == "uniform" or weight is None:
-            weight = self.weight_map(teacher)
+            weight = self.weight_map(teacher, valid)
         else:
             weight = weight.detach().float()
+            if valid is not None and bool((weight.masked_select(~valid) != 0).any()):
+                raise ValueError(
+                    "weight is not 0 on the padded cells of valid_mask: compute it with "
+                    "compute_structure_map(..., valid_mask=valid_mask)"
+                )
         expected = (teacher.shape[0], 1, *teacher.shape[-2:])
         if tuple(weight.shape) != expected:
             raise ValueError(
@@ -200,7 +229,7 @@ class SARDDistillationHead(nn.Module):
         ft = self.project_teacher(teacher)
         return {
             "loss_fc": self.lambda_f * self.feature_consistency(fs, ft, weight),
-            "loss_da": self.lambda_d * self.distribution_alignment(fs, ft, weight),
+            "loss_da": self.lambda_d * self.distribution_alignment(fs, ft, weight, valid),
         }
 
 
@@ -217,6 +246,7 @@ def _sard_kwargs(s, inputs: MethodInputs) -> dict:
         beta_d=s.BETA_D,
         radius=s.RADIUS,
         sigma=s.SIGMA,
+        border_cells=s.BORDER_CELLS,
     )
 
 

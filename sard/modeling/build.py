@@ -166,9 +166,16 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
             (s_ch,) = _tap_channels(student, [cfg.MODEL.STUDENT.TAP], "student")
             (t_ch,) = _tap_channels(teacher, [cfg.MODEL.TEACHER.TAP], "teacher")
         head = spec.from_config(cfg, MethodInputs(s_ch, t_ch, promptable, cfg))
-    task_loss = PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT) if promptable else None
+    task_loss = (
+        PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT, kind=s.TASK_LOSS) if promptable else None
+    )
     structure = dict(
-        beta_e=s.BETA_E, beta_c=s.BETA_C, beta_d=s.BETA_D, radius=s.RADIUS, sigma=s.SIGMA
+        beta_e=s.BETA_E,
+        beta_c=s.BETA_C,
+        beta_d=s.BETA_D,
+        radius=s.RADIUS,
+        sigma=s.SIGMA,
+        border_cells=s.BORDER_CELLS,
     )
     cache = None
     if s.CACHE.ENABLED and teacher is not None:
@@ -188,6 +195,7 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
         distill_warmup_iters=s.DISTILL_WARMUP_ITERS,
+        multimask=s.MULTIMASK_OUTPUT,
     )
 
 

@@ -11,6 +11,11 @@ detectron2-style predictions made by the STUDENT ALONE (the teacher never runs a
 The teacher is held by a ``FrozenTeacher`` (no grad, always eval, absent from ``state_dict`` and
 ``parameters()``), so an optimizer over ``distiller.parameters()`` trains the student and the head
 only, and a saved checkpoint holds ``student.*`` and ``head.*`` keys only.
+
+Padded images (SAM's "longest_pad", the semantic "fit_pad"): each image's valid region
+(the mapper's ``input_hw``) goes to W(i) and to every distillation loss that handles padding
+(``handles_padding``: SARD/uniform, CWD, MGD) as a mask of the cells that show the image
+(``sard.structure.valid_cells``), so padding is neither structure nor a target.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sard.models.base import Prompts
+from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
 from .batching import collate_prompts, stack_images
 from .teacher_cache import TeacherCache, image_key, stack_entries
+
+MULTIMASK_MODES = ("always", "never", "auto")
 
 
 class SARDDistiller(nn.Module):
@@ -43,6 +51,10 @@ class SARDDistiller(nn.Module):
         review_taps: stage taps for ReviewKD.
         cache: optional ``TeacherCache``.
         test_prompt_chunk: prompts decoded at once at evaluation.
+        multimask: promptable models decode 3 candidate masks and keep the best ("always": the
+            task loss supervises the best of the 3, inference keeps the one with the highest
+            predicted IoU), SAM's single mask ("never"), or SAM's rule ("auto": 3 only when
+            every prompt of the batch is one point, the ambiguous case; box prompts get one).
         distill_warmup_iters: N > 0 ramps every distillation term linearly, by
             min(1, (it + 1) / N) at iteration it (0-based), as DKD's and ReviewKD's official code
             ramp theirs; the task loss is never ramped. The iteration comes from
@@ -66,8 +78,12 @@ class SARDDistiller(nn.Module):
         cache: Optional[TeacherCache] = None,
         test_prompt_chunk: int = 64,
         distill_warmup_iters: int = 0,
+        multimask: str = "always",
     ) -> None:
         super().__init__()
+        if multimask not in MULTIMASK_MODES:
+            raise ValueError(f"multimask must be one of {MULTIMASK_MODES}, got {multimask!r}")
+        self.multimask = multimask
         if method != "none" and (teacher is None or distill_loss is None):
             raise ValueError(f"method {method!r} needs a teacher and a distillation loss")
         self.teacher = teacher
@@ -88,6 +104,17 @@ class SARDDistiller(nn.Module):
         self.distill_warmup_iters = int(distill_warmup_iters)
         self.iteration: Optional[int] = None  # set by the trainer before each training step
         self.promptable = hasattr(student, "predict_masks")
+
+    def use_multimask(self, labels: torch.Tensor) -> bool:
+        """Whether prompts with these labels (..., N) are decoded into 3 masks (``multimask``);
+        "auto" follows SAM: only when every prompt is a single point (no box corners)."""
+        if self.multimask != "auto":
+            return self.multimask == "always"
+        real = labels != LABEL_PAD
+        single_point = (real.sum(dim=-1) == 1) & ~(
+            (labels == LABEL_BOX_TL) | (labels == LABEL_BOX_BR)
+        ).any(dim=-1)
+        return bool(single_point.all())
 
     @property
     def device(self) -> torch.device:
@@ -117,6 +144,7 @@ class SARDDistiller(nn.Module):
     def _run_teacher(
         self, images: torch.Tensor, valid_hw: Optional[List]
     ) -> Dict[str, torch.Tensor]:
+        """Teacher taps, W for SARD (on each image's valid cells), semantic scores."""
         taps = [self.teacher_tap] + [t for t in self.review_taps if t != self.teacher_tap]
         if self.promptable:
             feats = encode(self.teacher, images, valid_hw)
@@ -128,8 +156,9 @@ class SARDDistiller(nn.Module):
         if self.method == "sard":
             from sard.structure import compute_structure_map
 
+            feats = out[self.teacher_tap]
             out["structure_weight"] = compute_structure_map(
-                out[self.teacher_tap], **self.structure_kwargs
+                feats, valid_mask=_valid_mask(valid_hw, images, feats), **self.structure_kwargs
             ).weight
         return out
 
@@ -170,29 +199,44 @@ class SARDDistiller(nn.Module):
         s_logits: Optional[torch.Tensor],
         t_logits_fn,
         targets=None,
+        valid_fn=None,
     ) -> Dict[str, torch.Tensor]:
+        """The head's terms. ``valid_fn(reference, per)``: the valid mask (None: no padding) of
+        a map ``reference`` with one entry per image (per="image": features, class logits) or
+        per prompt (per="prompt": mask logits), given to heads that handle padding."""
         kind = self.consumes
         if kind == "none":
             return {}
+        padding = {}
         if kind == "features":
+            teacher = t_out[self.teacher_tap]
+            if valid_fn is not None and getattr(self.head, "handles_padding", False):
+                padding = {"valid_mask": valid_fn(teacher, "image")}
             return self.head(
                 s_feats[self.student_tap],
-                t_out[self.teacher_tap],
+                teacher,
                 weight=t_out.get("structure_weight"),
+                **padding,
             )
         if kind == "multi_features":
             s_list = [s_feats[t] for t in self.review_taps]
             t_list = [t_out[t] for t in self.review_taps]
             return self.head(s_list, t_list)
         if kind == "logits":
-            return self.head(s_logits, t_logits_fn(), targets=targets)
+            teacher = t_logits_fn()
+            if valid_fn is not None and getattr(self.head, "handles_padding", False):
+                padding = {
+                    "valid_mask": valid_fn(teacher, "prompt" if self.promptable else "image")
+                }
+            return self.head(s_logits, teacher, targets=targets, **padding)
         raise ValueError(f"unknown distillation input kind {kind!r}")
 
     def _forward_promptable(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         batch = collate_prompts(batched_inputs, self.device)
         valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
         s_feats = encode(self.student, batch.images, valid_hw)
-        s_out = self.student.predict_masks(s_feats, batch.prompts)
+        multimask = self.use_multimask(batch.prompts.labels[batch.valid])
+        s_out = self.student.predict_masks(s_feats, batch.prompts, multimask=multimask)
         size = batch.images.shape[-2:]
         # Compare at input resolution, as SAM trains: tiny objects vanish at 1/4 resolution.
         logits = _upsample_masks(s_out.mask_logits, size)
@@ -205,10 +249,19 @@ class SARDDistiller(nn.Module):
         def teacher_logits() -> torch.Tensor:
             with torch.no_grad():
                 feats = {self.teacher_tap: t_out[self.teacher_tap]}
-                t_pred = self.teacher.predict_masks(feats, batch.prompts)
+                t_pred = self.teacher.predict_masks(feats, batch.prompts, multimask=multimask)
             return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
 
-        terms = self._distill(s_feats, t_out, logits[batch.valid], teacher_logits)
+        # Per-image valid masks; mask logits are per prompt (its image's mask).
+        prompt_image = torch.nonzero(batch.valid)[:, 0]
+
+        def valid_fn(reference: torch.Tensor, per: str) -> Optional[torch.Tensor]:
+            mask = _valid_mask(valid_hw, batch.images, reference)
+            return mask[prompt_image] if mask is not None and per == "prompt" else mask
+
+        terms = self._distill(
+            s_feats, t_out, logits[batch.valid], teacher_logits, valid_fn=valid_fn
+        )
         losses.update(self._ramped(terms))
         return losses
 
@@ -219,7 +272,9 @@ class SARDDistiller(nn.Module):
         losses = {k: v * self.mu for k, v in (s_out.losses or {}).items()}
         if self.method == "none":
             return losses
-        t_out = self._teacher_image_outputs(images)
+        valid_hw = [tuple(x["input_hw"]) for x in batched_inputs if "input_hw" in x]
+        valid_hw = valid_hw if len(valid_hw) == len(batched_inputs) else None
+        t_out = self._teacher_image_outputs(images, valid_hw)
 
         # Families return scores of different kinds (Mask2Former: non-negative class scores);
         # each converts its own to logits for the logit-based baselines.
@@ -229,7 +284,14 @@ class SARDDistiller(nn.Module):
 
         target = _match_targets(torch.stack(targets), s_out.sem_logits.shape[-2:])
         s_logits = self.student.kd_logits(s_out.sem_logits)
-        terms = self._distill(s_out.features, t_out, s_logits, teacher_logits, target)
+        terms = self._distill(
+            s_out.features,
+            t_out,
+            s_logits,
+            teacher_logits,
+            target,
+            valid_fn=lambda reference, per: _valid_mask(valid_hw, images, reference),
+        )
         losses.update(self._ramped(terms))
         return losses
 
@@ -255,10 +317,12 @@ class SARDDistiller(nn.Module):
         feats = encode(self.student, image, [tuple(x["input_hw"])])
         h, w = int(x["height"]), int(x["width"])
         points, labels = x["points"].to(self.device), x["point_labels"].to(self.device)
+        multimask = self.use_multimask(labels)
         masks, scores = [], []
         for start in range(0, points.shape[0], self.test_prompt_chunk):
             sl = slice(start, start + self.test_prompt_chunk)
-            out = self.student.predict_masks(feats, Prompts(points[None, sl], labels[None, sl]))
+            prompts = Prompts(points[None, sl], labels[None, sl])
+            out = self.student.predict_masks(feats, prompts, multimask=multimask)
             best = out.iou_pred[0].argmax(dim=-1)  # (q,)
             idx = torch.arange(best.numel(), device=best.device)
             logits = out.mask_logits[0, idx, best]  # (q, h', w')
@@ -279,6 +343,22 @@ def encode(model: nn.Module, images: torch.Tensor, valid_hw: Optional[List]) -> 
     if valid_hw is not None and getattr(model, "resize_mode", None) == "longest_pad":
         return model.extract_features(images, valid_hw=valid_hw)
     return model.extract_features(images)
+
+
+def _valid_mask(
+    valid_hw: Optional[List], images: torch.Tensor, reference: torch.Tensor
+) -> Optional[torch.Tensor]:
+    """(B, 1, h, w) bool: the cells of a map ``reference`` (..., h, w) over the whole input
+    frame ``images`` (B, 3, H, W) that show each image (``sard.structure.valid_cells``); None
+    when nothing is padded (every valid_hw is the whole frame) or valid_hw is unknown."""
+    if valid_hw is None:
+        return None
+    frame = tuple(images.shape[-2:])
+    if all(tuple(int(v) for v in hw) == frame for hw in valid_hw):
+        return None
+    from sard.structure import valid_cells
+
+    return valid_cells(valid_hw, frame, reference.shape[-2:], device=reference.device)
 
 
 def _upsample_masks(mask_logits: torch.Tensor, size) -> torch.Tensor:

@@ -11,8 +11,12 @@ from .plots import (
 )
 from .study import METHOD_VARIANTS, TINY_SAM_CONFIG, Member, RunSpec, Schedule, train_run
 from .tables import (
+    BOX_FLOOR_LABEL,
+    below_floor,
+    box_floor,
     comparison_headers,
     comparison_rows,
+    floor_note,
     format_mean_std,
     markdown_table,
     mean_std,
@@ -20,14 +24,18 @@ from .tables import (
 )
 
 __all__ = [
+    "BOX_FLOOR_LABEL",
     "Efficiency",
     "METHOD_VARIANTS",
     "Member",
     "RunSpec",
     "Schedule",
     "TINY_SAM_CONFIG",
+    "below_floor",
+    "box_floor",
     "comparison_headers",
     "comparison_rows",
+    "floor_note",
     "count_gflops",
     "count_params",
     "format_mean_std",

@@ -12,7 +12,7 @@ import json
 import os
 from concurrent.futures import as_completed
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .efficiency import measure_inference
 from .plots import plot_method_bars
@@ -25,9 +25,25 @@ from .study import (
     spawn_pool,
     train_run_job,
     widened_member,
+    with_patch_size,
 )
-from .study_data import ensure_gravel, ensure_mnfinder, register_splits
-from .tables import comparison_headers, comparison_rows, markdown_table, summarise_runs
+from .study_data import (
+    ensure_gravel,
+    ensure_mnfinder,
+    ensure_tiles,
+    link_coco_split,
+    register_splits,
+)
+from .tables import (
+    BOX_FLOOR_LABEL,
+    below_floor,
+    box_floor,
+    comparison_headers,
+    comparison_rows,
+    floor_note,
+    markdown_table,
+    summarise_runs,
+)
 from .visuals import limit_prompts, test_sample
 
 METRICS = ("mIoU", "bIoU")
@@ -41,21 +57,40 @@ BUCKET_METRICS = ("bIoU_small", "bIoU_nb3+")
 
 def teacher_member(args) -> Member:
     """The teacher: at cpu scale the family's "tiny" size widened and deepened (SAM: global
-    attention in every other block), at gpu scale a standard size."""
+    attention in every other block), at gpu scale a standard size; --teacher-patch applied."""
     if not args.teacher_embed_dim:
-        return Member(args.teacher_family, args.teacher_size)
-    return widened_member(
-        args.teacher_family,
-        args.teacher_size,
-        args.teacher_embed_dim,
-        args.teacher_depth,
-        args.teacher_heads,
-    )
+        member = Member(args.teacher_family, args.teacher_size)
+    else:
+        member = widened_member(
+            args.teacher_family,
+            args.teacher_size,
+            args.teacher_embed_dim,
+            args.teacher_depth,
+            args.teacher_heads,
+        )
+    return with_patch_size(member, getattr(args, "teacher_patch", 16))
+
+
+def student_member(args) -> Member:
+    """The student of every method: --student-family at --student-size, --student-patch."""
+    member = Member(getattr(args, "student_family", "efficient_sam"), args.student_size)
+    return with_patch_size(member, getattr(args, "student_patch", 16))
+
+
+def data_opts(args) -> List[str]:
+    """Overrides every run of the study shares beyond its spec: --scale-jitter, --multimask,
+    --task-loss."""
+    jitter = tuple(getattr(args, "scale_jitter", None) or (1.0, 1.0))
+    out = [] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)]
+    multimask = getattr(args, "multimask", "always")
+    out += [] if multimask == "always" else ["MODEL.SARD.MULTIMASK_OUTPUT", multimask]
+    task = getattr(args, "task_loss", "dice_bce")
+    return out + ([] if task == "dice_bce" else ["MODEL.SARD.TASK_LOSS", task])
 
 
 def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: str) -> RunSpec:
-    """Student run ``method``/``seed``: EfficientSAM --student-size, the shared schedule."""
-    student = Member("efficient_sam", args.student_size)
+    """Student run ``method``/``seed``: ``student_member``, the shared schedule."""
+    student = student_member(args)
     schedule = Schedule(args.iters, args.batch, args.lr, args.prompts)
     return RunSpec(
         method,
@@ -68,13 +103,19 @@ def make_spec(args, method: str, seed: int, names: List[str], teacher_weights: s
         teacher=teacher_member(args),
         teacher_weights=teacher_weights,
         device=args.device,
+        extra_opts=data_opts(args),
     )
 
 
-def teacher_spec(args, names: List[str]) -> RunSpec:
-    """Train the teacher (METHOD none) or, with --teacher-weights, only evaluate it."""
+def teacher_spec(args, names: List[str], out: Optional[Path] = None) -> RunSpec:
+    """Train the teacher (METHOD none; from --teacher-init's weights when given, i.e.
+    fine-tune it, through their weights-only copy OUT/teacher_init.pth) or, with
+    --teacher-weights, only evaluate it."""
     iters = 0 if args.teacher_weights else args.teacher_iters
-    extra = ["MODEL.WEIGHTS", os.path.abspath(args.teacher_weights)] if args.teacher_weights else []
+    start = args.teacher_weights or getattr(args, "teacher_init", "")
+    if getattr(args, "teacher_init", "") and out is not None:
+        start = weights_only(args.teacher_init, str(out / "teacher_init.pth"))
+    extra = ["MODEL.WEIGHTS", os.path.abspath(start)] if start else []
     schedule = Schedule(iters, args.batch, args.lr, args.prompts)
     return RunSpec(
         "none",
@@ -85,8 +126,20 @@ def teacher_spec(args, names: List[str]) -> RunSpec:
         names[0],
         names[1],
         device=args.device,
-        extra_opts=extra,
+        extra_opts=data_opts(args) + extra,
     )
+
+
+def weights_only(path: str, dest: str) -> str:
+    """Copy a checkpoint's weights alone (no iteration, optimizer or RNG state) to ``dest``, so
+    training from it starts at iteration 0 rather than resuming it; returns ``dest``."""
+    import torch
+
+    if not os.path.isfile(dest):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        torch.save({"model": ckpt.get("model", ckpt)}, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
+    return dest
 
 
 def teacher_weights_path(args, out: Path) -> str:
@@ -100,7 +153,7 @@ def teacher_weights_path(args, out: Path) -> str:
 def run_all(args, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
     """Teacher first (with the scratch runs alongside it when --jobs > 1), then the rest."""
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
-    t_spec = teacher_spec(args, names)
+    t_spec = teacher_spec(args, names, out)
     t_dir = out / "teacher"
     weights = teacher_weights_path(args, out)
     jobs = [(m, s) for m in args.methods for s in args.seeds]
@@ -153,16 +206,32 @@ def run_all(args, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
     return teacher, [records[k] for k in jobs]
 
 
-def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
-    """Evaluate the teacher and every student, as trained, on --transfer-to's test split;
-    writes OUT/transfer_<name>.md, .json and .png; returns the table text."""
-    name = args.transfer_to
+def transfer_target(args, out: Path) -> Tuple[str, str]:
+    """(name, folder holding test.json + test/) of the transfer set: --transfer-to's test split
+    or --transfer-json/--transfer-images ("transfer"), cut into --transfer-tile px tiles at
+    native resolution when that is set (then named e.g. "transfer_tile128")."""
+    name = args.transfer_to or "transfer"
     folder = out / "data" / name
     if name == "gravel":
         ensure_gravel(args.gravel_source, str(folder))
-    else:
+    elif name == "mnfinder":
         ensure_mnfinder(str(folder))
-    (test_name,) = register_splits(f"compare_{name}", str(folder), ["test"])
+    else:
+        link_coco_split(str(folder), "test", args.transfer_json, args.transfer_images)
+    tile = getattr(args, "transfer_tile", 0)
+    if tile:
+        name = f"{name}_tile{tile}"
+        tiles = out / "data" / name
+        ensure_tiles(str(folder), str(tiles), tile, ["test"])
+        folder = tiles
+    return name, str(folder)
+
+
+def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
+    """Evaluate the teacher and every student, as trained, on the transfer set's test split
+    (``transfer_target``); writes OUT/transfer_<name>.md, .json and .png; returns the table."""
+    name, folder = transfer_target(args, out)
+    (test_name,) = register_splits(f"compare_{name}", folder, ["test"])
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
     size = args.transfer_image_size
     t_metrics = evaluate_run_on(
@@ -182,18 +251,31 @@ def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
         )
     summary = summarise_runs(moved, METRICS)
     baselines = [b for b in BASELINES if b in summary]
+    floor = box_floor([{"metrics": t_metrics}] + moved, METRICS)
     header = (
         f"Trained on {args.dataset}, evaluated unchanged on the {name} test split at "
         f"{size} px. Teacher: mIoU {t_metrics['mIoU']:.1f}, bIoU {t_metrics['bIoU']:.1f}; "
         "mean ± std over seeds.\n\n"
     )
-    table = header + markdown_table(
-        comparison_headers(METRICS, baselines), comparison_rows(summary, METRICS, baselines)
+    table = (
+        header
+        + markdown_table(
+            comparison_headers(METRICS, baselines),
+            comparison_rows(summary, METRICS, baselines, floor=floor),
+        )
+        + "\n"
+        + floor_note(below_floor(summary, floor, METRICS), floor)
     )
     (out / f"transfer_{name}.md").write_text(table)
     with open(out / f"transfer_{name}.json", "w") as f:
         json.dump(
-            {"teacher": t_metrics, "runs": moved, "summary": summary, "image_size": size},
+            {
+                "teacher": t_metrics,
+                "runs": moved,
+                "summary": summary,
+                "box_floor": floor,
+                "image_size": size,
+            },
             f,
             indent=2,
         )
@@ -202,14 +284,18 @@ def transfer(args, out: Path, dataset, teacher: Dict, runs: List[Dict]) -> str:
         out / f"transfer_{name}.png",
         metrics=METRICS,
         reference={m: t_metrics[m] for m in METRICS},
+        floor=floor,
         title=f"trained on {args.dataset}, evaluated on {name}",
     )
     return table
 
 
-def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> Tuple[str, Dict]:
+def efficiency_table(
+    args, out: Path, dataset, teacher: Dict, summary: Dict, floor: Optional[Dict] = None
+) -> Tuple[str, Dict]:
     """Params, GFLOPs, latency of the teacher and of the (shared) student architecture, with
-    each method's mIoU/bIoU; measured on the first test image with --latency-prompts prompts."""
+    each method's mIoU/bIoU; measured on the first test image with --latency-prompts prompts.
+    ``floor`` (the prompt-box floor) adds its row: no parameters, no cost."""
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
     register_splits(*dataset)
     t_trainer = build_trainer(
@@ -234,7 +320,7 @@ def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> 
             f"{teacher['metrics']['bIoU']:.1f}",
         ]
     ]
-    student = f"efficient_sam:{args.student_size}"
+    student = student_member(args).describe()
     for m, stats in summary.items():
         rows.append(
             [
@@ -246,6 +332,8 @@ def efficiency_table(args, out: Path, dataset, teacher: Dict, summary: Dict) -> 
                 f"{stats['bIoU']['mean']:.1f}",
             ]
         )
+    if floor:
+        rows.append([BOX_FLOOR_LABEL, "0", "0", "0"] + [f"{floor[m]:.1f}" for m in METRICS])
     table = markdown_table(
         ["model", "params (M)", "GFLOPs/img", "latency (ms/img)", "mIoU", "bIoU"], rows
     )

@@ -104,12 +104,14 @@ def plot_method_bars(
     *,
     metrics: Sequence[str] = ("mIoU", "bIoU"),
     reference: Optional[Mapping[str, float]] = None,
+    floor: Optional[Mapping[str, float]] = None,
     title: str = "",
     dpi: int = 90,
 ) -> Path:
     """Grouped bars: one group per method, one bar per metric (mean, error bar = std over
     seeds, a dot per seed). ``reference`` (e.g. the teacher's metrics) is drawn as dashed
-    horizontal lines. Bars start at 0, so their heights compare honestly."""
+    horizontal lines, ``floor`` (the prompt-box floor) as dotted ones. Bars start at 0, so
+    their heights compare honestly."""
     methods = list(summary)
     if not methods:
         raise ValueError("plot_method_bars needs at least one method")
@@ -139,6 +141,14 @@ def plot_method_bars(
             lw=1,
             color=colours[k % len(colours)],
             label=f"teacher {metric} ({value:.1f})",
+        )
+    for k, (metric, value) in enumerate((floor or {}).items()):
+        ax.axhline(
+            value,
+            ls=":",
+            lw=1.5,
+            color=colours[k % len(colours)],
+            label=f"box filled {metric} ({value:.1f})",
         )
     ax.set_xticks(x, methods, rotation=30, ha="right")
     ax.set_ylim(bottom=0.0)

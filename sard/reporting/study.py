@@ -74,6 +74,27 @@ def widened_member(family: str, size: str, embed_dim: int, depth: int, heads: in
     return Member(family, size, tuple(arch))
 
 
+# The encoder's patch size of each promptable family, and whether an ARCH override can change
+# it (segment_anything's SAM takes any multiple of 4; EfficientSAM's released layout is 16).
+DEFAULT_PATCH = 16
+PATCH_OVERRIDABLE = {"sam": True, "efficient_sam": False}
+
+
+def with_patch_size(member: Member, patch_size: int) -> Member:
+    """``member`` with its image encoder's patch size set (feature grid = input / patch; the
+    mask decoder draws logits at 4x that grid). 16 leaves the member unchanged."""
+    if patch_size == DEFAULT_PATCH:
+        return member
+    if not PATCH_OVERRIDABLE.get(member.family, False):
+        raise ValueError(
+            f"{member.family} has a fixed patch size of {DEFAULT_PATCH}; use the sam family "
+            "for another patch size, or a larger input size for a finer grid"
+        )
+    if patch_size <= 0 or patch_size % 4:
+        raise ValueError(f"patch size must be a positive multiple of 4, got {patch_size}")
+    return Member(member.family, member.size, member.arch + (("patch_size", patch_size),))
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Optimisation schedule shared by every student of a study (and the teacher's own)."""

@@ -121,6 +121,27 @@ def ensure_mnfinder(folder: str, progress: bool = True) -> None:
         mnfinder_to_coco(folder, splits=missing, progress=progress)
 
 
+def link_coco_split(folder: str, split: str, json_file: str, image_root: str) -> None:
+    """Lay out any COCO file and its image folder as ``folder/<split>.json`` and
+    ``folder/<split>/`` (symbolic links, nothing copied), the layout the studies register and
+    tile. A link already there must point to the same files: a study folder holds one dataset.
+    """
+    os.makedirs(folder, exist_ok=True)
+    for link, target in (
+        (os.path.join(folder, f"{split}.json"), json_file),
+        (os.path.join(folder, split), image_root),
+    ):
+        target = os.path.abspath(target)
+        if os.path.lexists(link):
+            if os.path.realpath(link) != os.path.realpath(target):
+                raise ValueError(
+                    f"{link} points to {os.path.realpath(link)}, not {target}: this output "
+                    "folder holds a study of other data; use another --out"
+                )
+            continue
+        os.symlink(target, link)
+
+
 def ensure_tiles(source: str, folder: str, tile: int, splits: Sequence[str]) -> None:
     """Cut ``source/<split>.json`` into ``tile`` px tiles under ``folder`` unless already done
     (see :mod:`sard.data.tiling`)."""

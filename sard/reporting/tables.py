@@ -7,6 +7,13 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 Summary = Dict[str, Dict[str, Dict[str, object]]]
 
+# The trivial model of box-prompted segmentation: every GT's own box, filled. The evaluator
+# reports it as box_<metric> next to each metric (sard.evaluation.PromptableInstanceEvaluator).
+BOX_FLOOR_LABEL = "prompt box (filled)"
+BOX_FLOOR_PREFIX = "box_"
+# Marks a mean below the box floor in a table cell.
+BELOW_FLOOR_MARK = "↓"
+
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     """(mean, sample standard deviation) of ``values``; std = 0 for a single value.
@@ -99,17 +106,76 @@ def paired_delta(stats: Mapping[str, object], base: Mapping[str, object]) -> Lis
     return [v - by_seed[s] for s, v in zip(stats["seeds"], stats["values"]) if s in by_seed]
 
 
+def box_floor(
+    records: Sequence[Mapping[str, object]], metrics: Sequence[str] = ("mIoU", "bIoU")
+) -> Optional[Dict[str, float]]:
+    """The prompt-box floor {metric: value} of a test set, read from run records' metrics
+    (``box_<metric>``, which every run evaluated on that set carries), or None when a record
+    lacks it (a run evaluated before the evaluator reported it). All records must agree:
+    runs evaluated on different instances have different floors (ValueError)."""
+    floor: Optional[Dict[str, float]] = None
+    for record in records:
+        run_metrics = record["metrics"]
+        keys = [BOX_FLOOR_PREFIX + m for m in metrics]
+        if not all(k in run_metrics for k in keys):
+            return None
+        values = {m: float(run_metrics[k]) for m, k in zip(metrics, keys)}
+        if floor is None:
+            floor = values
+        elif any(abs(values[m] - floor[m]) > 1e-6 for m in metrics):
+            raise ValueError(
+                f"runs disagree on the prompt-box floor ({floor} vs {values} in "
+                f"{record.get('label', record.get('method'))}): they were evaluated on "
+                "different test instances"
+            )
+    return floor
+
+
+def below_floor(
+    summary: Summary, floor: Optional[Mapping[str, float]], metrics: Sequence[str]
+) -> Dict[str, List[str]]:
+    """{method: [metrics whose mean over seeds is below the box floor]}, methods with none
+    left out; {} without a floor."""
+    if not floor:
+        return {}
+    out: Dict[str, List[str]] = {}
+    for method, stats in summary.items():
+        low = [m for m in metrics if m in floor and stats[m]["mean"] < floor[m]]
+        if low:
+            out[method] = low
+    return out
+
+
+def floor_note(below: Mapping[str, Sequence[str]], floor: Optional[Mapping[str, float]]) -> str:
+    """One sentence for under a table: the floor's values, and which models fall below it
+    (marked ↓ in the table), or that none does. "" without a floor."""
+    if not floor:
+        return ""
+    values = ", ".join(f"{m} {v:.1f}" for m, v in floor.items())
+    text = f"{BOX_FLOOR_LABEL}: each GT's own box as the mask scores {values}."
+    if not below:
+        return text + " Every model is above it.\n"
+    models = "; ".join(f"{name} ({', '.join(ms)})" for name, ms in below.items())
+    return (
+        f"{text} {BELOW_FLOOR_MARK} marks a mean below it: {models} "
+        "learned nothing beyond the prompt there.\n"
+    )
+
+
 def comparison_rows(
     summary: Summary,
     metrics: Sequence[str] = ("mIoU", "bIoU"),
     baselines: Sequence[str] = (),
     digits: int = 1,
+    floor: Optional[Mapping[str, float]] = None,
 ) -> List[List[str]]:
     """Rows "method | seeds | metric ± std ... | Δ metric vs each baseline ..." for
     ``markdown_table``. Δ is the mean over shared seeds of the paired difference method −
     baseline, with the std of those differences ("+d ± s"; "+d" for one seed) and how many
     seeds the method won ("+d ± s (w/n)"); without a shared seed, the difference of means.
     A baseline's own cells show "—". Baselines absent from ``summary`` raise KeyError.
+    With ``floor`` (see `box_floor`), a mean below it is marked ↓ and a last row holds the
+    floor itself (no seeds, no Δ).
     """
     for baseline in baselines:
         if baseline not in summary:
@@ -117,7 +183,11 @@ def comparison_rows(
     rows = []
     for method, stats in summary.items():
         row = [method, str(stats[metrics[0]]["n"])]
-        row += [format_mean_std(stats[m]["values"], digits) for m in metrics]
+        for m in metrics:
+            cell = format_mean_std(stats[m]["values"], digits)
+            if floor and m in floor and stats[m]["mean"] < floor[m]:
+                cell += f" {BELOW_FLOOR_MARK}"
+            row.append(cell)
         for baseline in baselines:
             for m in metrics:
                 if method == baseline:
@@ -135,6 +205,9 @@ def comparison_rows(
                     text += f" ± {std:.{digits}f} ({wins}/{len(deltas)})"
                 row.append(text)
         rows.append(row)
+    if floor:
+        row = [BOX_FLOOR_LABEL, "—"] + [f"{floor[m]:.{digits}f}" for m in metrics]
+        rows.append(row + ["—"] * (len(baselines) * len(metrics)))
     return rows
 
 

@@ -67,6 +67,7 @@ def structure_map_of(model: nn.Module, sample: Dict, cfg: CfgNode, tap: Optional
         beta_d=s.BETA_D,
         radius=s.RADIUS,
         sigma=s.SIGMA,
+        border_cells=s.BORDER_CELLS,
     )
 
 

@@ -13,12 +13,18 @@ truth instance boundary:
 * ``boundary_cells``: fraction of cells holding a boundary pixel;
 * ``boundary_share``: the W mass on those cells; ``boundary_lift`` = share / fraction (1: W
   ignores boundaries; > 1: it favours them);
-* ``instances_per_cell``: mean number of distinct instances touching a cell.
+* ``instances_per_cell``: mean number of distinct instances touching a cell;
+* ``border_share``: W's mass on the outer ring of cells divided by the ring's share of cells
+  (1: the image edge gets its fair share; > 1: W is drawn to the edge, which is no structure
+  of the scene). With a valid region (a padded image), the ring is that region's outer ring and
+  every share is taken over its cells;
+* ``border_E``, ``border_C``, ``border_D``: the same ratio for each term alone (the term
+  normalised to sum 1), to tell which of E, C, D pulls W to the edge.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -42,16 +48,75 @@ def cells_touched(pixels: torch.Tensor, grid_hw: tuple) -> torch.Tensor:
     return pooled.reshape(*shape[:-2], *grid_hw)
 
 
-def weight_statistics(weight: torch.Tensor, masks: torch.Tensor) -> Dict[str, float]:
+def outer_ring(valid: torch.Tensor) -> torch.Tensor:
+    """(h, w) bool: the outermost cells of the valid rectangle ``valid`` (h, w) bool (the
+    whole grid's outer ring when every cell is valid)."""
+    rows = torch.nonzero(valid.any(dim=1)).flatten()
+    cols = torch.nonzero(valid.any(dim=0)).flatten()
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    ring = valid.clone()
+    ring[y0 + 1 : y1, x0 + 1 : x1] = False
+    return ring & valid
+
+
+def border_share(weight: torch.Tensor, valid: Optional[torch.Tensor] = None) -> float:
+    """W's mass on the outer ring of (valid) cells / the ring's share of (valid) cells, for a
+    non-negative (h, w) map (normalised here); NaN for an all-zero map."""
+    valid = torch.ones_like(weight, dtype=torch.bool) if valid is None else valid.bool()
+    ring = outer_ring(valid)
+    w = weight.double() * valid
+    total = float(w.sum())
+    if total <= 0:
+        return float("nan")
+    return (float(w[ring].sum()) / total) / (float(ring.sum()) / float(valid.sum()))
+
+
+SIDES = ("top", "bottom", "left", "right")
+
+
+def side_shares(weight: torch.Tensor, valid: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Per side of the (valid) rectangle: W's mass on that outermost row/column divided by its
+    share of cells (1 for uniform W). An artefact of padding at the bottom/right only (SAM's
+    windowed attention pads its windows there) shows on those sides alone."""
+    valid = torch.ones_like(weight, dtype=torch.bool) if valid is None else valid.bool()
+    rows = torch.nonzero(valid.any(dim=1)).flatten()
+    cols = torch.nonzero(valid.any(dim=0)).flatten()
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    w = weight.double() * valid
+    total, count = float(w.sum()), float(valid.sum())
+    lines = {
+        "top": (slice(y0, y0 + 1), slice(x0, x1 + 1)),
+        "bottom": (slice(y1, y1 + 1), slice(x0, x1 + 1)),
+        "left": (slice(y0, y1 + 1), slice(x0, x0 + 1)),
+        "right": (slice(y0, y1 + 1), slice(x1, x1 + 1)),
+    }
+    out = {}
+    for side, (ys, xs) in lines.items():
+        cells = float(valid[ys, xs].sum())
+        out[side] = (
+            (float(w[ys, xs].sum()) / total) / (cells / count) if total > 0 else float("nan")
+        )
+    return out
+
+
+def weight_statistics(
+    weight: torch.Tensor,
+    masks: torch.Tensor,
+    valid: Optional[torch.Tensor] = None,
+    terms: Optional[Dict[str, torch.Tensor]] = None,
+) -> Dict[str, float]:
     """Statistics of one image's W (h, w) against its instance masks (Q, H, W); see the module
-    docstring. Masks cover the area the feature grid covers (the model input)."""
+    docstring. Masks cover the area the feature grid covers (the model input). ``valid`` (h, w)
+    bool: the image's valid cells (W is 0 elsewhere; every statistic is over them). ``terms``:
+    {"E": (h, w), "C": ..., "D": ...} adds each term's border share."""
     if weight.dim() != 2:
         raise ValueError(f"weight must be (h, w), got shape {tuple(weight.shape)}")
-    w = weight.double().flatten()
-    n = w.numel()
     grid = tuple(weight.shape)
-    edge_cells = cells_touched(boundary_pixels(masks), grid).flatten() if len(masks) else None
-    nw = (n * w).cpu().numpy()
+    inside = torch.ones(grid, dtype=torch.bool) if valid is None else valid.bool().cpu()
+    w = weight.double().cpu()[inside]
+    n = w.numel()
+    edge_cells = cells_touched(boundary_pixels(masks), grid).cpu()[inside] if len(masks) else None
+    nw = (n * w).numpy()
     stats = {
         "grid_h": float(grid[0]),
         "grid_w": float(grid[1]),
@@ -59,9 +124,16 @@ def weight_statistics(weight: torch.Tensor, masks: torch.Tensor) -> Dict[str, fl
         "nw_p05": float(np.percentile(nw, 5)),
         "nw_p95": float(np.percentile(nw, 95)),
         "instances_per_cell": (
-            float(cells_touched(masks, grid).sum(dim=0).double().mean()) if len(masks) else 0.0
+            float(cells_touched(masks, grid).sum(dim=0).cpu()[inside].double().mean())
+            if len(masks)
+            else 0.0
         ),
+        "border_share": border_share(weight.cpu(), inside),
     }
+    for side, value in side_shares(weight.cpu(), inside).items():
+        stats[f"border_{side}"] = value
+    for name, term in (terms or {}).items():
+        stats[f"border_{name}"] = border_share(term.cpu(), inside)
     if edge_cells is None or not bool(edge_cells.any()):
         stats.update(boundary_cells=0.0, boundary_share=0.0, boundary_lift=float("nan"))
         return stats

@@ -9,6 +9,7 @@ from .filters import box_pixel_count, box_sum, gaussian_blur_replicate
 from .instance_density import instance_count_density
 from .render import render_structure_map
 from .structure_map import StructureMap, compute_structure_map, uniform_structure_map
+from .valid_region import valid_cells, valid_rectangles
 
 __all__ = [
     "StructureMap",
@@ -19,4 +20,6 @@ __all__ = [
     "instance_count_density",
     "render_structure_map",
     "uniform_structure_map",
+    "valid_cells",
+    "valid_rectangles",
 ]
