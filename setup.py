@@ -25,6 +25,7 @@ setup(
         "opencv-python-headless>=4.8",
         "fvcore>=0.1.5.post20221221",
         "scipy>=1.10",
+        "scikit-image>=0.22",
         "numpy>=1.24",
         "pillow>=9.5",
         "tqdm>=4.65",
