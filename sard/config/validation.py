@@ -219,6 +219,49 @@ def check_input_values(cfg: CfgNode) -> None:
     )
 
 
+def check_pseudo_label_values(cfg: CfgNode) -> None:
+    """MODEL.SARD.PSEUDO_LABELS: counts, thresholds and fractions in range, a promptable pair."""
+    p, name = cfg.MODEL.SARD.PSEUDO_LABELS, "MODEL.SARD.PSEUDO_LABELS"
+    _check(isinstance(p.ENABLED, bool), f"{name}.ENABLED", p.ENABLED, "set True or False")
+    for key in ("POINTS_PER_SIDE", "POINTS_PER_BATCH"):
+        _check(_is_int(p[key]) and p[key] >= 1, f"{name}.{key}", p[key], "set an integer >= 1")
+    for key in ("CROP_N_LAYERS", "MIN_MASK_REGION_AREA", "MIN_AREA"):
+        _check(_is_int(p[key]) and p[key] >= 0, f"{name}.{key}", p[key], "set an integer >= 0")
+    for key in ("PRED_IOU_THRESH", "STABILITY_SCORE_THRESH", "BOX_NMS_THRESH"):
+        _check(
+            _is_number(p[key]) and 0 <= p[key] <= 1,
+            f"{name}.{key}",
+            p[key],
+            "set a threshold in [0, 1]",
+        )
+    _check(
+        _is_number(p.STABILITY_SCORE_OFFSET) and p.STABILITY_SCORE_OFFSET > 0,
+        f"{name}.STABILITY_SCORE_OFFSET",
+        p.STABILITY_SCORE_OFFSET,
+        "set a logit offset > 0",
+    )
+    _check(
+        _is_number(p.MAX_AREA_FRACTION) and 0 < p.MAX_AREA_FRACTION <= 1,
+        f"{name}.MAX_AREA_FRACTION",
+        p.MAX_AREA_FRACTION,
+        "set a fraction of the image in (0, 1] (1 = keep every mask)",
+    )
+    _check(
+        _is_number(p.UNLABELED_FRACTION) and 0 <= p.UNLABELED_FRACTION < 1,
+        f"{name}.UNLABELED_FRACTION",
+        p.UNLABELED_FRACTION,
+        "set a share in [0, 1) (0 = each image once per epoch)",
+    )
+    promptable = ("sam", "efficient_sam")
+    if p.ENABLED and not (
+        cfg.MODEL.TEACHER.FAMILY in promptable and cfg.MODEL.STUDENT.FAMILY in promptable
+    ):
+        raise ConfigError(
+            f"{name}.ENABLED needs a promptable pair (MODEL.TEACHER/STUDENT.FAMILY sam or "
+            f"efficient_sam), got {cfg.MODEL.TEACHER.FAMILY} -> {cfg.MODEL.STUDENT.FAMILY}"
+        )
+
+
 def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
     """Method, weights paths (local, existing) and every count, period, size and rate.
 
@@ -228,9 +271,11 @@ def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
     method = cfg.MODEL.SARD.METHOD
     if method not in METHODS:
         raise ConfigError(f"MODEL.SARD.METHOD={method!r}; choose one of {', '.join(METHODS)}")
+    pseudo = bool(cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED)
     for role in ("TEACHER", "STUDENT"):
-        if role == "TEACHER" and (method == "none" or not training):
-            continue  # the scratch baseline and evaluation never build the teacher
+        if role == "TEACHER" and ((method == "none" and not pseudo) or not training):
+            # The scratch baseline (without pseudo-labels) and evaluation never build it.
+            continue
         node = cfg.MODEL[role]
         check_local_weights(
             f"MODEL.{role}.WEIGHTS", node.WEIGHTS, f"{node.FAMILY} {node.SIZE} " "checkpoint"
@@ -238,3 +283,4 @@ def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
     check_local_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "SARD checkpoint")
     check_solver_values(cfg)
     check_input_values(cfg)
+    check_pseudo_label_values(cfg)

@@ -174,6 +174,49 @@ def teacher_cache_identity(
     }
 
 
+def pseudo_label_identity(cfg: CfgNode, teacher: nn.Module, resize_mode: str) -> Dict:
+    """What pseudo-masks depend on besides the model input: the teacher (as in
+    ``teacher_cache_identity``: family, size, architecture, image size, weights digest), the
+    mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks."""
+    from .pseudo_labels import PseudoLabelSettings
+
+    t = cfg.MODEL.TEACHER
+    settings = PseudoLabelSettings.from_cfg(cfg).__dict__.copy()
+    settings.pop("points_per_batch")  # memory only
+    return {
+        "family": t.FAMILY,
+        "size": t.SIZE,
+        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
+        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
+        "weights": t.WEIGHTS,
+        "weights_digest": state_dict_digest(teacher),
+        "resize_mode": resize_mode,
+        "pseudo_labels": settings,
+    }
+
+
+def build_pseudo_labeler(cfg: CfgNode, teacher: nn.Module):
+    """The ``PseudoLabeler`` of MODEL.SARD.PSEUDO_LABELS for ``teacher``: its masks are stored
+    beside the teacher cache on disk when MODEL.SARD.CACHE.ENABLED with a CACHE.DIR, else in
+    memory (each model input is segmented once per process)."""
+    from sard.engine.builders import resize_mode
+
+    from .pseudo_label_store import PseudoLabelStore
+    from .pseudo_labels import PromptSettings, PseudoLabeler, PseudoLabelSettings
+
+    mode = resize_mode(cfg)
+    cache = cfg.MODEL.SARD.CACHE
+    directory = cache.DIR if cache.ENABLED else ""
+    identity = pseudo_label_identity(cfg, teacher.module, mode) if directory else {}
+    return PseudoLabeler(
+        teacher,
+        PseudoLabelSettings.from_cfg(cfg),
+        PromptSettings.from_cfg(cfg),
+        mode,
+        PseudoLabelStore(directory, identity),
+    )
+
+
 def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
     """Keyword arguments of ``SARDDistiller`` built from ``cfg`` (detectron2's ``from_config``).
 
@@ -195,8 +238,10 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         )
     teacher, head = None, None
     method = "none" if inference_only else s.METHOD
-    if method != "none":
+    pseudo = s.PSEUDO_LABELS.ENABLED and not inference_only
+    if method != "none" or pseudo:
         teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
+    if method != "none":
         if s.METHOD == "reviewkd":
             taps = list(s.REVIEWKD_TAPS)
             if not taps:
@@ -218,9 +263,10 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         beta_e=s.BETA_E, beta_c=s.BETA_C, beta_d=s.BETA_D, radius=s.RADIUS, sigma=s.SIGMA
     )
     cache = None
-    if s.CACHE.ENABLED and teacher is not None:
+    if s.CACHE.ENABLED and teacher is not None and method != "none":
         identity = teacher_cache_identity(cfg, teacher.module, promptable, structure)
         cache = TeacherCache(s.CACHE.DIR, identity=identity)
+    labeler = build_pseudo_labeler(cfg, teacher) if pseudo else None
     return dict(
         teacher=teacher,
         student=student,
@@ -235,6 +281,7 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
         distill_warmup_iters=s.DISTILL_WARMUP_ITERS,
+        pseudo_labeler=labeler,
     )
 
 

@@ -11,6 +11,11 @@ detectron2-style predictions made by the STUDENT ALONE (the teacher never runs a
 The teacher is held by a ``FrozenTeacher`` (no grad, always eval, absent from ``state_dict`` and
 ``parameters()``), so an optimizer over ``distiller.parameters()`` trains the student and the head
 only, and a saved checkpoint holds ``student.*`` and ``head.*`` keys only.
+
+Label-free training: samples of unlabeled images (``unlabeled`` True, no prompts) get their
+prompts and task-loss targets from the teacher's pseudo-masks of that very input
+(``pseudo_labeler``, ``sard.modeling.pseudo_labels``) before the student runs; the teacher's
+embedding computed for distillation is reused for them, so its encoder runs once per input.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sard.data.image_folder import UNLABELED_KEY
 from sard.models.base import Prompts
 
 from .batching import collate_prompts, stack_images
@@ -43,6 +49,8 @@ class SARDDistiller(nn.Module):
         review_taps: stage taps for ReviewKD.
         cache: optional ``TeacherCache``.
         test_prompt_chunk: prompts decoded at once at evaluation.
+        pseudo_labeler: a ``PseudoLabeler`` for unlabeled samples (label-free distillation);
+            with it the teacher is needed even for ``method="none"`` (pseudo-labels alone).
         distill_warmup_iters: N > 0 ramps every distillation term linearly, by
             min(1, (it + 1) / N) at iteration it (0-based), as DKD's and ReviewKD's official code
             ramp theirs; the task loss is never ramped. The iteration comes from
@@ -66,10 +74,13 @@ class SARDDistiller(nn.Module):
         cache: Optional[TeacherCache] = None,
         test_prompt_chunk: int = 64,
         distill_warmup_iters: int = 0,
+        pseudo_labeler=None,
     ) -> None:
         super().__init__()
         if method != "none" and (teacher is None or distill_loss is None):
             raise ValueError(f"method {method!r} needs a teacher and a distillation loss")
+        if pseudo_labeler is not None and teacher is None:
+            raise ValueError("pseudo-labels need a teacher")
         self.teacher = teacher
         self.student = student
         self.head = distill_loss
@@ -88,6 +99,7 @@ class SARDDistiller(nn.Module):
         self.distill_warmup_iters = int(distill_warmup_iters)
         self.iteration: Optional[int] = None  # set by the trainer before each training step
         self.promptable = hasattr(student, "predict_masks")
+        self.pseudo_labeler = pseudo_labeler
 
     @property
     def device(self) -> torch.device:
@@ -188,7 +200,27 @@ class SARDDistiller(nn.Module):
             return self.head(s_logits, t_logits_fn(), targets=targets)
         raise ValueError(f"unknown distillation input kind {kind!r}")
 
+    def _with_pseudo_labels(self, batched_inputs: List[Dict]):
+        """(inputs, teacher outputs): unlabeled samples given prompts and targets from the
+        teacher's pseudo-masks; the teacher's image outputs of the batch when computed here
+        (method != "none"), else None."""
+        if not any(x.get(UNLABELED_KEY, False) for x in batched_inputs):
+            return batched_inputs, None
+        if self.pseudo_labeler is None:
+            raise RuntimeError(
+                "an unlabeled image reached the distiller without pseudo-labels: set "
+                "MODEL.SARD.PSEUDO_LABELS.ENABLED True to train on folders of images"
+            )
+        images = stack_images(batched_inputs, self.device)
+        valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
+        t_out = None
+        if self.method != "none":
+            t_out = self._teacher_image_outputs(images, valid_hw)
+        embeddings = (t_out or {}).get("image_embedding")
+        return self.pseudo_labeler.label_batch(batched_inputs, images, embeddings), t_out
+
     def _forward_promptable(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        batched_inputs, t_out = self._with_pseudo_labels(batched_inputs)
         batch = collate_prompts(batched_inputs, self.device)
         valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
         s_feats = encode(self.student, batch.images, valid_hw)
@@ -200,7 +232,8 @@ class SARDDistiller(nn.Module):
         losses = {k: v * self.mu for k, v in losses.items()}
         if self.method == "none":
             return losses
-        t_out = self._teacher_image_outputs(batch.images, valid_hw)
+        if t_out is None:  # (already computed for pseudo-labels otherwise)
+            t_out = self._teacher_image_outputs(batch.images, valid_hw)
 
         def teacher_logits() -> torch.Tensor:
             with torch.no_grad():
