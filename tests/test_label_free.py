@@ -506,3 +506,22 @@ def _a_tiny_run_with_the_builtin_engine(opts, d2_out, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-4000:]
     return sorted(glob.glob(str(out / "cache" / "pseudo_labels-*" / "*.json")))
+
+
+def test_images_without_any_pseudo_mask_train_and_say_which_threshold(
+    photos, tiny_synth, teacher_weights, tmp_path, caplog
+):
+    """IoU threshold 1: the teacher keeps no mask; the steps still train (task loss 0 without
+    prompts) and the log names the threshold to lower."""
+    import logging
+
+    extra = ["SOLVER.MAX_ITER", "2", "MODEL.SARD.PSEUDO_LABELS.PRED_IOU_THRESH", "1.0"]
+    trainer = _trainer(tiny_synth, tmp_path, photos, teacher_weights, *extra)
+    with caplog.at_level(logging.WARNING, logger="sard.modeling.pseudo_labels"):
+        trainer.train()
+    assert trainer.model.pseudo_labeler.masks == 0
+    assert "lower MODEL.SARD.PSEUDO_LABELS.PRED_IOU_THRESH" in caplog.text
+    lines = [json.loads(x) for x in open(tmp_path / "metrics.json")]
+    losses = [x for x in lines if "total_loss" in x]
+    assert len(losses) == 2 and all(np.isfinite(x["total_loss"]) for x in losses)
+    assert all(x["loss_mask_dice"] == 0 for x in losses)  # no prompt, no task loss

@@ -103,6 +103,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="gravel: leave scikit-image's gravel.png out of the unlabeled images",
     )
+    p.add_argument(
+        "--quality-tiles",
+        type=int,
+        default=100,
+        help="labelled train tiles (a seeded random sample) on which the pseudo-labels are "
+        "compared with the ground truth (0 = all)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--config-file", default=TINY_SAM_CONFIG)
@@ -273,10 +280,17 @@ def box_floor(config: str, spec: RunSpec, test: str, out_dir: str) -> Dict[str, 
 
 # ---------------------------------------------------------------------- pseudo-label quality
 def pseudo_label_quality(
-    config: str, spec: RunSpec, run_dir: str, train: str, picture: Path, shown: int = 4
+    config: str,
+    spec: RunSpec,
+    run_dir: str,
+    train: str,
+    picture: Path,
+    count: int = 0,
+    shown: int = 4,
 ) -> Dict[str, float]:
-    """The teacher's pseudo-labels of the labelled train tiles (unflipped, as the evaluation
-    mapper prepares them) against their ground truth; draws ``shown`` tiles."""
+    """The teacher's pseudo-labels of ``count`` labelled train tiles (a random sample with seed
+    0; 0 = all), unflipped as the evaluation mapper prepares them, against their ground truth;
+    draws the first ``shown`` tiles holding at least 3 objects."""
     from sard.data.masks import decode_many
     from sard.engine.builders import build_mapper, dataset_records
     from sard.modeling.pseudo_label_quality import LabelQuality
@@ -288,14 +302,17 @@ def pseudo_label_quality(
     quality = LabelQuality()
     panels = []
     records = dataset_records([train])
-    for i, record in enumerate(records):
+    if 0 < count < len(records):
+        chosen = np.random.default_rng(0).choice(len(records), size=count, replace=False)
+        records = [records[i] for i in sorted(chosen)]
+    for record in records:
         sample = mapper(dict(record))
         hw = tuple(sample["input_hw"])
         labels = labeler.labels_for(sample["image"], hw, None)
         pred = decode_many(labels.rles, *hw)
         gt = sample["gt_masks"].numpy()[:, : hw[0], : hw[1]]
         quality.add(pred, gt)
-        if i < shown:
+        if len(panels) < shown and len(gt) >= 3:
             image = sample["image"][:, : hw[0], : hw[1]].permute(1, 2, 0).numpy().astype(np.uint8)
             panels.append((image, gt, pred))
     if panels:
@@ -348,11 +365,15 @@ def report(args, out: Path, floor: Dict, teacher: Dict, teacher_box: Dict, runs,
         ],
     )
     below = [m for m in summary if summary[m]["mIoU"]["mean"] < floor["mIoU"]]
+    trained = (
+        f"given ({args.teacher_weights})"
+        if args.teacher_weights
+        else f"trained {args.teacher_iters} iterations on the labelled tiles"
+    )
     header = (
         f"{args.dataset}, {args.tile} px tiles at {args.image_size} px; teacher "
-        f"{teacher_member().describe()} trained {args.teacher_iters} iterations on the labelled "
-        f"tiles with {args.teacher_prompt} prompts ({args.teacher_prompt} mIoU "
-        f"{teacher['metrics']['mIoU']:.1f}); students efficient_sam:tiny, {args.iters} "
+        f"{teacher_member().describe()} {trained} with {args.teacher_prompt} prompts "
+        f"({args.teacher_prompt} mIoU {teacher['metrics']['mIoU']:.1f}); students efficient_sam:tiny, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
         f"{' '.join(map(str, args.seeds))}; evaluated with box prompts on the labelled test "
         "tiles; mean ± std over seeds; Δ paired over seeds (± std, seeds won).\n\n"
@@ -369,7 +390,7 @@ def report(args, out: Path, floor: Dict, teacher: Dict, teacher_box: Dict, runs,
     (out / "table.md").write_text(text)
     q = quality
     (out / "pseudo_labels.md").write_text(
-        "The teacher's pseudo-labels of the labelled train tiles against their ground truth "
+        "The teacher's pseudo-labels of labelled train tiles against their ground truth "
         f"(points per side {args.points_per_side}, IoU > {args.pred_iou_thresh:g}, stability >= "
         f"{args.stability_score_thresh:g}, NMS {args.box_nms_thresh:g}, area "
         f"{args.min_area}-{args.max_area_fraction:g} of the tile):\n\n"
@@ -444,7 +465,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     print("[3/4] pseudo-labels of the labelled train tiles against their masks", flush=True)
     spec = student_spec(args, "label_free", args.seeds[0], names, unlabeled, weights, cache_dir)
     quality = pseudo_label_quality(
-        config, spec, str(out / "pseudo_label_check"), names[0], out / "pseudo_labels.png"
+        config,
+        spec,
+        str(out / "pseudo_label_check"),
+        names[0],
+        out / "pseudo_labels.png",
+        args.quality_tiles,
     )
     print(
         f"  {quality['masks_per_image']:.1f} pseudo-masks per tile for "
