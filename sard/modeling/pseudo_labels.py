@@ -30,6 +30,7 @@ labelled anew, as the teacher's taps are recomputed for it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -120,6 +121,7 @@ class _PowerOfTwoLog:
         return self.count & (self.count - 1) == 0
 
 
+@functools.lru_cache(maxsize=None)
 def _embedded_predictor_class():
     """``SardPredictor`` whose image of a given size takes a given embedding instead of running
     the encoder (imported lazily: sard.export imports sard.modeling)."""
