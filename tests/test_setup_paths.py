@@ -57,7 +57,7 @@ def test_missing_json_and_unknown_names_say_what_was_expected(tmp_path):
         register_dataset_paths("DATASETS.TEST", ["no_such_dataset"], semantic=False)
 
 
-def test_a_folder_of_images_is_an_unlabeled_dataset_not_yet_trainable(tiny_synth, tmp_path):
+def test_a_folder_of_images_is_an_unlabeled_dataset_needing_pseudo_labels(tiny_synth, tmp_path):
     folder = _copy_split(tiny_synth, tmp_path)
     with pytest.raises(DatasetError, match="folder of images.*unlabeled.*COCO instances file"):
         register_dataset_paths("DATASETS.TRAIN", [str(folder / "train")], semantic=False)

@@ -46,6 +46,34 @@ def _set_default(node: CfgNode, key: str, value: Any) -> None:
         node[key] = value
 
 
+def add_pseudo_label_config(sard: CfgNode, CN: type) -> None:
+    """MODEL.SARD.PSEUDO_LABELS: label-free distillation (``sard.modeling.pseudo_labels``).
+
+    The teacher segments every unlabeled training image (a DATASETS.TRAIN folder of images) with
+    SAM's automatic mask generator on its own embedding: a grid of point prompts over the model
+    input, 3 masks per point, kept when predicted IoU > PRED_IOU_THRESH and stability >=
+    STABILITY_SCORE_THRESH, box NMS, then the area filters. Defaults are SAM ViT-H's; a small or
+    weak teacher predicts lower IoUs, so lower the thresholds for it.
+    """
+    p = sard.PSEUDO_LABELS = CN()
+    # Train on folders of images: the teacher's masks give the prompts and task-loss targets
+    # (computed once per model input and cached with the teacher's taps).
+    p.ENABLED = False
+    p.POINTS_PER_SIDE = 32  # point grid over the image's valid region (SAM's points_per_side)
+    p.POINTS_PER_BATCH = 64  # point prompts decoded at once (memory, not results)
+    p.PRED_IOU_THRESH = 0.88  # keep masks whose predicted IoU exceeds this (0 = no filter)
+    p.STABILITY_SCORE_THRESH = 0.95  # keep masks with IoU(logits>+off, logits>-off) >= this
+    p.STABILITY_SCORE_OFFSET = 1.0  # the logit offset of the stability score
+    p.BOX_NMS_THRESH = 0.7  # box IoU above which the lower-scored of two masks is dropped
+    p.CROP_N_LAYERS = 0  # SAM's crop layers (each crop costs one more teacher encoder pass)
+    p.MIN_MASK_REGION_AREA = 0  # fill holes / remove islands below this many px (SAM's)
+    p.MIN_AREA = 0  # drop masks of fewer model-input pixels (noise specks)
+    p.MAX_AREA_FRACTION = 0.5  # drop masks covering more of the image than this (background)
+    # Share of training samples drawn from unlabeled datasets when DATASETS.TRAIN mixes
+    # labelled and unlabeled ones (0 = each image once per epoch; 0.5 = half and half).
+    p.UNLABELED_FRACTION = 0.0
+
+
 def add_sard_config(cfg: CfgNode) -> None:
     """Add SARD's keys (MODEL.TEACHER/STUDENT/SARD, INPUT.*, SOLVER.*, TEST.*) to ``cfg``."""
     # New nodes take cfg's own class: detectron2's CfgNode refuses to merge into fvcore's.
@@ -93,6 +121,7 @@ def add_sard_config(cfg: CfgNode) -> None:
     s.CACHE = CN()
     s.CACHE.ENABLED = False  # cache teacher taps (fp16) per input image: later epochs skip it
     s.CACHE.DIR = ""  # "" = in memory; else a directory for on-disk cache files
+    add_pseudo_label_config(s, CN)
 
     _set_default(cfg.INPUT, "IMAGE_SIZE", (1024, 1024))  # model input (H, W); square for SAM
     _set_default(cfg.INPUT, "RESIZE_MODE", "")  # "" = student family's; "longest_pad"|"stretch"

@@ -147,6 +147,18 @@ VALUE_RULES: List[Tuple[str, Callable[[Any], bool], str, Callable[[CfgNode], boo
     ("INPUT.PROMPT.NUM_POINTS", _int_at_least(0), "set an integer >= 0", _always),
     ("INPUT.PROMPT.NUM_NEG_POINTS", _int_at_least(0), "set an integer >= 0", _always),
     ("INPUT.PROMPT.BOX_JITTER", _number_in(0), "set a fraction >= 0", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.ENABLED", lambda v: isinstance(v, bool), "set True or False", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.POINTS_PER_SIDE", _int_at_least(1), "set an integer >= 1", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.POINTS_PER_BATCH", _int_at_least(1), "set an integer >= 1", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.CROP_N_LAYERS", _int_at_least(0), "set an integer >= 0", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.MIN_MASK_REGION_AREA", _int_at_least(0), "set an integer >= 0", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.MIN_AREA", _int_at_least(0), "set an integer >= 0", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.PRED_IOU_THRESH", _number_in(0, 1), "set a threshold in [0, 1]", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.STABILITY_SCORE_THRESH", _number_in(0, 1), "set a threshold in [0, 1]", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.BOX_NMS_THRESH", _number_in(0, 1), "set a threshold in [0, 1]", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.STABILITY_SCORE_OFFSET", _number_in(0, low_open=True), "set a logit offset > 0", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.MAX_AREA_FRACTION", _number_in(0, 1, low_open=True), "set a fraction of the image in (0, 1] (1 = keep every mask)", _always),
+    ("MODEL.SARD.PSEUDO_LABELS.UNLABELED_FRACTION", lambda v: _number_in(0)(v) and v < 1, "set a share in [0, 1) (0 = each image once per epoch)", _always),
 ]  # fmt: skip
 
 
@@ -170,6 +182,17 @@ def check_values(cfg: CfgNode) -> None:
         )
 
 
+def check_pseudo_label_values(cfg: CfgNode) -> None:
+    """MODEL.SARD.PSEUDO_LABELS.ENABLED needs a promptable teacher and student."""
+    promptable = ("sam", "efficient_sam")
+    t, st = cfg.MODEL.TEACHER.FAMILY, cfg.MODEL.STUDENT.FAMILY
+    if cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED and not (t in promptable and st in promptable):
+        raise ConfigError(
+            "MODEL.SARD.PSEUDO_LABELS.ENABLED needs a promptable pair (MODEL.TEACHER/STUDENT.FAMILY"
+            f" sam or efficient_sam), got {t} -> {st}"
+        )
+
+
 def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
     """Method, weights paths (local, existing) and every count, period, size and rate.
 
@@ -183,12 +206,15 @@ def validate_config(cfg: CfgNode, *, training: bool = True) -> None:
         raise ConfigError(
             f"MODEL.SARD.METHOD={method!r}; choose one of {', '.join(method_names())}"
         )
+    pseudo = bool(cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED)
     for role in ("TEACHER", "STUDENT"):
-        if role == "TEACHER" and (method == "none" or not training):
-            continue  # the scratch baseline and evaluation never build the teacher
+        if role == "TEACHER" and ((method == "none" and not pseudo) or not training):
+            # The scratch baseline (without pseudo-labels) and evaluation never build it.
+            continue
         node = cfg.MODEL[role]
         check_local_weights(
             f"MODEL.{role}.WEIGHTS", node.WEIGHTS, f"{node.FAMILY} {node.SIZE} " "checkpoint"
         )
     check_local_weights("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "SARD checkpoint")
     check_values(cfg)
+    check_pseudo_label_values(cfg)

@@ -16,6 +16,11 @@ crop when the scaled image exceeds S); random prompts from a generator seeded fr
 (so DataLoader workers differ). Evaluation: no augmentation, every instance (or a seeded subset
 when ``max_prompts`` is given), prompts seeded by (eval_seed, image_id): identical in every run.
 Instances whose mask is empty at the original resolution are dropped with a counted warning.
+
+Unlabeled records (image folders, ``sard.data.image_folder``) are augmented the same way but
+carry no instances: the sample has no prompts, ``unlabeled`` True and a ``prompt_seed`` drawn
+from the training generator, with which the distiller samples prompts from the teacher's
+pseudo-masks of this very input (``sard.modeling.pseudo_labels``). They cannot be evaluated.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from .image_folder import UNLABELED_KEY, is_unlabeled_record
 from .image_io import read_image
 from .masks import decode_instances
 from .problems import DatasetError
@@ -171,6 +177,8 @@ class PromptDatasetMapper:
         hw = image.shape[:2]
         anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
         source = d["file_name"]
+        if is_unlabeled_record(d):
+            return self._unlabeled_sample(d, image)
         if self.is_train:
             rng = training_rng()
             plan = self._plan(hw, rng)
@@ -214,6 +222,32 @@ class PromptDatasetMapper:
         if orig is not None:
             out["gt_masks_orig"] = torch.from_numpy(np.ascontiguousarray(orig))
         return out
+
+    def _unlabeled_sample(self, d: Dict[str, Any], image: np.ndarray) -> Dict[str, Any]:
+        """The augmented image of an unlabeled record, no prompts, and the seed of the prompts
+        the distiller samples from its pseudo-labels."""
+        if not self.is_train:
+            raise DatasetError(
+                f"{d['file_name']} is an unlabeled image (a folder dataset): it has no masks to "
+                "evaluate against; give a labelled test set (COCO .json) in DATASETS.TEST"
+            )
+        rng = training_rng()
+        plan = self._plan(image.shape[:2], rng)
+        s, n = self.image_size, self.num_slots
+        return {
+            "image": torch.from_numpy(plan.apply_image(image)).permute(2, 0, 1).float(),
+            "image_id": d.get("image_id"),
+            "file_name": d["file_name"],
+            "height": image.shape[0],
+            "width": image.shape[1],
+            "input_hw": plan.input_hw,
+            "gt_masks": torch.zeros((0, s, s), dtype=torch.bool),
+            "boxes": torch.zeros((0, 4), dtype=torch.float32),
+            "points": torch.zeros((0, n, 2), dtype=torch.float32),
+            "point_labels": torch.zeros((0, n), dtype=torch.int64),
+            UNLABELED_KEY: True,
+            "prompt_seed": int(rng.integers(0, 2**63 - 1)),
+        }
 
 
 def _interior_points_of(masks: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@ An entry is, in this order:
   layout of datasets/README.md). It is checked by the dataset validator (JSON, ids, every image
   file present; pixels are decoded later, when read) and registered under the path itself, as
   instances for promptable students and as their semantic view for semantic students;
-* a folder of images: an unlabeled dataset, which needs label-free training;
+* a folder of images (DATASETS.TRAIN only): an unlabeled dataset (``sard.data.image_folder``),
+  registered under the path itself; training on it needs ``MODEL.SARD.PSEUDO_LABELS.ENABLED``
+  (label-free distillation), else a one-line error says what to set;
 * anything else: an error that says which of these was expected.
 """
 
@@ -18,9 +20,10 @@ import os
 from typing import Iterable, List
 
 from .catalog import DatasetCatalog
+from .image_folder import IMAGE_SUFFIXES, is_image_folder, register_image_folder, unlabeled_error
 from .problems import DatasetError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+__all__ = ["IMAGE_SUFFIXES", "dataset_folder_name", "image_folder_of", "register_dataset_paths"]
 
 
 def image_folder_of(json_file: str) -> str:
@@ -36,13 +39,6 @@ def dataset_folder_name(name: str) -> str:
     stem = os.path.splitext(os.path.basename(name.rstrip("/")))[0]
     parent = os.path.basename(os.path.dirname(os.path.abspath(name.rstrip("/"))))
     return f"{parent}_{stem}" if parent else stem
-
-
-def is_image_folder(path: str) -> bool:
-    """A folder holding at least one image file (by suffix)."""
-    if not os.path.isdir(path):
-        return False
-    return any(name.lower().endswith(IMAGE_SUFFIXES) for name in os.listdir(path))
 
 
 def _register_coco_path(key: str, entry: str, semantic: bool) -> None:
@@ -71,9 +67,34 @@ def _register_coco_path(key: str, entry: str, semantic: bool) -> None:
         register_rockfrag(entry, entry, image_root)
 
 
-def register_dataset_paths(key: str, entries: Iterable[str], *, semantic: bool) -> List[str]:
+def _register_folder_path(key: str, entry: str, semantic: bool, unlabeled_ok: bool) -> None:
+    if not is_image_folder(entry):
+        raise DatasetError(
+            f"{key}: {entry!r} is a folder without image files (give a folder of images, a COCO "
+            ".json file or a registered dataset name)"
+        )
+    if not key.endswith("TRAIN"):
+        raise DatasetError(
+            f"{key}: {entry!r} is a folder of images without labels, which cannot be evaluated; "
+            "give a COCO instances file (my_rocks/val.json with its images in my_rocks/val/)"
+        )
+    if not unlabeled_ok:
+        raise unlabeled_error(key, entry)
+    if semantic:
+        raise DatasetError(
+            f"{key}: {entry!r} is a folder of images: label-free training needs a promptable "
+            "pair (MODEL.TEACHER/STUDENT.FAMILY sam or efficient_sam)"
+        )
+    register_image_folder(entry, entry)
+
+
+def register_dataset_paths(
+    key: str, entries: Iterable[str], *, semantic: bool, unlabeled_ok: bool = False
+) -> List[str]:
     """Register every path entry of ``key`` (e.g. "DATASETS.TRAIN"); returns the entries.
 
+    ``unlabeled_ok``: folders of images are accepted as unlabeled datasets (the config enables
+    pseudo-labels); otherwise a folder is refused with the key to set.
     Idempotent: an entry already registered (a name, or a path registered before) is kept.
     """
     entries = [str(e) for e in entries]
@@ -83,12 +104,7 @@ def register_dataset_paths(key: str, entries: Iterable[str], *, semantic: bool) 
         if entry.lower().endswith(".json"):
             _register_coco_path(key, entry, semantic)
         elif os.path.isdir(entry):
-            raise DatasetError(
-                f"{key}: {entry!r} is a folder{' of images' if is_image_folder(entry) else ''}, "
-                "i.e. an unlabeled dataset, and label-free training is not available yet; give "
-                "a COCO instances file instead (my_rocks/train.json with its images in "
-                "my_rocks/train/)"
-            )
+            _register_folder_path(key, entry, semantic, unlabeled_ok)
         else:
             known = ", ".join(sorted(DatasetCatalog.list())) or "none"
             raise DatasetError(

@@ -30,6 +30,44 @@ def dataset_records(names: Sequence[str]) -> List[Dict]:
     return records
 
 
+def training_records(cfg: CfgNode) -> List[Dict]:
+    """The records of one training epoch of DATASETS.TRAIN, as both engines train on them.
+
+    Unlabeled records (image folders, ``sard.data.image_folder``) need
+    MODEL.SARD.PSEUDO_LABELS.ENABLED (else a one-line error says so); when labelled and
+    unlabeled datasets are mixed, PSEUDO_LABELS.UNLABELED_FRACTION > 0 sets the unlabeled share
+    of the epoch (``sard.data.mixing``).
+    """
+    import logging
+
+    from sard.data.image_folder import is_unlabeled_record, unlabeled_error
+    from sard.data.mixing import mix_records
+
+    labelled: List[Dict] = []
+    unlabeled: List[Dict] = []
+    for name in cfg.DATASETS.TRAIN:
+        for record in dataset_records([name]):
+            if not is_unlabeled_record(record):
+                labelled.append(record)
+                continue
+            if not cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED:
+                raise unlabeled_error("DATASETS.TRAIN", name)
+            unlabeled.append(record)
+    if not unlabeled:
+        return labelled
+    pseudo = cfg.MODEL.SARD.PSEUDO_LABELS
+    mixed = mix_records(labelled, unlabeled, float(pseudo.UNLABELED_FRACTION))
+    logging.getLogger(__name__).info(
+        "label-free training: %d labelled + %d unlabeled images -> %d samples per epoch, "
+        "%.0f%% unlabeled (teacher pseudo-labels)",
+        len(labelled),
+        len(unlabeled),
+        len(mixed),
+        100.0 * sum(map(is_unlabeled_record, mixed)) / len(mixed),
+    )
+    return mixed
+
+
 def resize_mode(cfg: CfgNode) -> str:
     if cfg.INPUT.RESIZE_MODE:
         return cfg.INPUT.RESIZE_MODE

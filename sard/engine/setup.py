@@ -16,11 +16,11 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
+from sard import distributed as comm
 from sard.config import load_config, validate_config
 from sard.config.contract import effective_config
 
-from sard import distributed as comm
-from .builders import dataset_records, is_promptable
+from .builders import is_promptable, training_records
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,22 @@ def register_config_datasets(cfg: CfgNode, *, training: bool = True) -> None:
 
     semantic = not is_promptable(cfg)
     if training:
-        register_dataset_paths("DATASETS.TRAIN", cfg.DATASETS.TRAIN, semantic=semantic)
+        # Folders of images are unlabeled datasets: trainable with pseudo-labels only.
+        register_dataset_paths(
+            "DATASETS.TRAIN",
+            cfg.DATASETS.TRAIN,
+            semantic=semantic,
+            unlabeled_ok=bool(cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED),
+        )
     register_dataset_paths("DATASETS.TEST", cfg.DATASETS.TEST, semantic=semantic)
 
 
 def train_set_size(cfg: CfgNode) -> int:
-    """Images of DATASETS.TRAIN, loaded only when the contract needs them (MAX_EPOCHS > 0)."""
+    """Samples of one training epoch (``training_records``), loaded only when the contract needs
+    them (MAX_EPOCHS > 0)."""
     if float(cfg.SOLVER.MAX_EPOCHS) <= 0 or not cfg.DATASETS.TRAIN:
         return 0
-    return len(dataset_records(cfg.DATASETS.TRAIN))
+    return len(training_records(cfg))
 
 
 def resolve_config(cfg: CfgNode, *, training: bool = True) -> CfgNode:

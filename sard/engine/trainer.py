@@ -27,7 +27,7 @@ from sard.modeling.build import build_distiller
 from sard import distributed as comm
 from .builders import build_evaluator, build_inference_model, build_mapper, evaluation_records
 from .builders import evaluation_output_dir
-from .builders import dataset_records
+from .builders import training_records
 from .checkpoint import AtomicCheckpointer, rng_state, set_rng_state
 from .data import TrainStream, build_test_loader, build_train_loader
 from .metrics import MetricsWriter, flatten_results
@@ -55,7 +55,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: CfgNode) -> None:
-        self.records = dataset_records(cfg.DATASETS.TRAIN) if cfg.DATASETS.TRAIN else []
+        self.records = training_records(cfg) if cfg.DATASETS.TRAIN else []
         self.cfg = cfg = effective_config(cfg, len(self.records))
         self.device = resolve_device(cfg)
         self.max_iter = int(cfg.SOLVER.MAX_ITER)

@@ -136,6 +136,49 @@ def teacher_cache_identity(
     }
 
 
+def pseudo_label_identity(cfg: CfgNode, teacher: nn.Module, resize_mode: str) -> Dict:
+    """What pseudo-masks depend on besides the model input: the teacher (as in
+    ``teacher_cache_identity``: family, size, architecture, image size, weights digest), the
+    mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks."""
+    from .pseudo_labels import PseudoLabelSettings
+
+    t = cfg.MODEL.TEACHER
+    settings = PseudoLabelSettings.from_cfg(cfg).__dict__.copy()
+    settings.pop("points_per_batch")  # memory only
+    return {
+        "family": t.FAMILY,
+        "size": t.SIZE,
+        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
+        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
+        "weights": t.WEIGHTS,
+        "weights_digest": state_dict_digest(teacher),
+        "resize_mode": resize_mode,
+        "pseudo_labels": settings,
+    }
+
+
+def build_pseudo_labeler(cfg: CfgNode, teacher: nn.Module):
+    """The ``PseudoLabeler`` of MODEL.SARD.PSEUDO_LABELS for ``teacher``: its masks are stored
+    beside the teacher cache on disk when MODEL.SARD.CACHE.ENABLED with a CACHE.DIR, else in
+    memory (each model input is segmented once per process)."""
+    from sard.engine.builders import resize_mode
+
+    from .pseudo_label_store import PseudoLabelStore
+    from .pseudo_labels import PromptSettings, PseudoLabeler, PseudoLabelSettings
+
+    mode = resize_mode(cfg)
+    cache = cfg.MODEL.SARD.CACHE
+    directory = cache.DIR if cache.ENABLED else ""
+    identity = pseudo_label_identity(cfg, teacher.module, mode) if directory else {}
+    return PseudoLabeler(
+        teacher,
+        PseudoLabelSettings.from_cfg(cfg),
+        PromptSettings.from_cfg(cfg),
+        mode,
+        PseudoLabelStore(directory, identity),
+    )
+
+
 def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
     """Keyword arguments of ``SARDDistiller`` built from ``cfg`` (detectron2's ``from_config``).
 
@@ -155,9 +198,11 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
             f"got {cfg.MODEL.TEACHER.FAMILY} -> {cfg.MODEL.STUDENT.FAMILY}"
         )
     teacher, head, taps = None, None, []
+    pseudo = s.PSEUDO_LABELS.ENABLED and not inference_only
+    if method != "none" or pseudo:  # pseudo-labels alone (method "none") need the teacher too
+        teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
     if method != "none":
         spec = get_method(method)
-        teacher = FrozenTeacher(build_member(cfg, cfg.MODEL.TEACHER, "teacher"))
         if spec.taps is not None:  # multi-tap methods compare lists of stages
             taps = spec.taps(cfg)
             s_ch = _tap_channels(student, taps, "student")
@@ -178,9 +223,10 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         border_cells=s.BORDER_CELLS,
     )
     cache = None
-    if s.CACHE.ENABLED and teacher is not None:
+    if s.CACHE.ENABLED and teacher is not None and method != "none":
         identity = teacher_cache_identity(cfg, teacher.module, promptable, structure, taps)
         cache = TeacherCache(s.CACHE.DIR, identity=identity)
+    labeler = build_pseudo_labeler(cfg, teacher) if pseudo else None
     return dict(
         teacher=teacher,
         student=student,
@@ -196,6 +242,7 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,
         distill_warmup_iters=s.DISTILL_WARMUP_ITERS,
         multimask=s.MULTIMASK_OUTPUT,
+        pseudo_labeler=labeler,
     )
 
 

@@ -16,6 +16,11 @@ Padded images (SAM's "longest_pad", the semantic "fit_pad"): each image's valid 
 (the mapper's ``input_hw``) goes to W(i) and to every distillation loss that handles padding
 (``handles_padding``: SARD/uniform, CWD, MGD) as a mask of the cells that show the image
 (``sard.structure.valid_cells``), so padding is neither structure nor a target.
+
+Label-free training: samples of unlabeled images (``unlabeled`` True, no prompts) get their
+prompts and task-loss targets from the teacher's pseudo-masks of that very input
+(``pseudo_labeler``, ``sard.modeling.pseudo_labels``) before the student runs; the teacher's
+embedding computed for distillation is reused for them, so its encoder runs once per input.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sard.data.image_folder import UNLABELED_KEY
 from sard.models.base import Prompts
 from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
@@ -55,6 +61,8 @@ class SARDDistiller(nn.Module):
             task loss supervises the best of the 3, inference keeps the one with the highest
             predicted IoU), SAM's single mask ("never"), or SAM's rule ("auto": 3 only when
             every prompt of the batch is one point, the ambiguous case; box prompts get one).
+        pseudo_labeler: a ``PseudoLabeler`` for unlabeled samples (label-free distillation);
+            with it the teacher is needed even for ``method="none"`` (pseudo-labels alone).
         distill_warmup_iters: N > 0 ramps every distillation term linearly, by
             min(1, (it + 1) / N) at iteration it (0-based), as DKD's and ReviewKD's official code
             ramp theirs; the task loss is never ramped. The iteration comes from
@@ -79,6 +87,7 @@ class SARDDistiller(nn.Module):
         test_prompt_chunk: int = 64,
         distill_warmup_iters: int = 0,
         multimask: str = "always",
+        pseudo_labeler=None,
     ) -> None:
         super().__init__()
         if multimask not in MULTIMASK_MODES:
@@ -86,6 +95,8 @@ class SARDDistiller(nn.Module):
         self.multimask = multimask
         if method != "none" and (teacher is None or distill_loss is None):
             raise ValueError(f"method {method!r} needs a teacher and a distillation loss")
+        if pseudo_labeler is not None and teacher is None:
+            raise ValueError("pseudo-labels need a teacher")
         self.teacher = teacher
         self.student = student
         self.head = distill_loss
@@ -104,6 +115,7 @@ class SARDDistiller(nn.Module):
         self.distill_warmup_iters = int(distill_warmup_iters)
         self.iteration: Optional[int] = None  # set by the trainer before each training step
         self.promptable = hasattr(student, "predict_masks")
+        self.pseudo_labeler = pseudo_labeler
 
     def use_multimask(self, labels: torch.Tensor) -> bool:
         """Whether prompts with these labels (..., N) are decoded into 3 masks (``multimask``);
@@ -231,7 +243,27 @@ class SARDDistiller(nn.Module):
             return self.head(s_logits, teacher, targets=targets, **padding)
         raise ValueError(f"unknown distillation input kind {kind!r}")
 
+    def _with_pseudo_labels(self, batched_inputs: List[Dict]):
+        """(inputs, teacher outputs): unlabeled samples given prompts and targets from the
+        teacher's pseudo-masks; the teacher's image outputs of the batch when computed here
+        (method != "none"), else None."""
+        if not any(x.get(UNLABELED_KEY, False) for x in batched_inputs):
+            return batched_inputs, None
+        if self.pseudo_labeler is None:
+            raise RuntimeError(
+                "an unlabeled image reached the distiller without pseudo-labels: set "
+                "MODEL.SARD.PSEUDO_LABELS.ENABLED True to train on folders of images"
+            )
+        images = stack_images(batched_inputs, self.device)
+        valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
+        t_out = None
+        if self.method != "none":
+            t_out = self._teacher_image_outputs(images, valid_hw)
+        embeddings = (t_out or {}).get("image_embedding")
+        return self.pseudo_labeler.label_batch(batched_inputs, images, embeddings), t_out
+
     def _forward_promptable(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        batched_inputs, t_out = self._with_pseudo_labels(batched_inputs)
         batch = collate_prompts(batched_inputs, self.device)
         valid_hw = [tuple(x["input_hw"]) for x in batched_inputs]
         s_feats = encode(self.student, batch.images, valid_hw)
@@ -244,7 +276,8 @@ class SARDDistiller(nn.Module):
         losses = {k: v * self.mu for k, v in losses.items()}
         if self.method == "none":
             return losses
-        t_out = self._teacher_image_outputs(batch.images, valid_hw)
+        if t_out is None:  # (already computed for pseudo-labels otherwise)
+            t_out = self._teacher_image_outputs(batch.images, valid_hw)
 
         def teacher_logits() -> torch.Tensor:
             with torch.no_grad():

@@ -28,9 +28,9 @@ from sard.config.contract import describe_contract
 from sard.engine.builders import (
     build_evaluator,
     build_mapper,
-    dataset_records,
     evaluation_output_dir,
     evaluation_records,
+    training_records,
 )
 from sard.engine.checkpoint import RNGCheckpointable, SardCheckpointMixin
 from sard.engine.metrics import drop_metrics_from
@@ -133,7 +133,7 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
-        logger.info(describe_contract(cfg, len(dataset_records(cfg.DATASETS.TRAIN))))
+        logger.info(describe_contract(cfg, len(training_records(cfg))))
 
     def build_hooks(self):
         """Timer, LR schedule (logs the LR an iteration used, then steps), checkpoints, evaluation
@@ -196,7 +196,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+        # The epoch both engines train on (image folders with pseudo-labels, mixing ratio).
+        return build_detection_train_loader(
+            cfg, mapper=build_mapper(cfg, is_train=True), dataset=training_records(cfg)
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
