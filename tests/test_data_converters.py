@@ -82,6 +82,34 @@ def test_label_converter_rejects_colour_labels_and_size_mismatch(tmp_path):
         find_label_pairs(str(tmp_path))
 
 
+def test_a_bad_pair_in_the_middle_writes_nothing(tmp_path):
+    """The converter reads every pair before it copies: a broken third label image leaves no
+    half-converted split (no image folder, no JSON)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.full((8, 8, 3), 50, np.uint8)).save(src / f"{name}.png")
+        labels = np.zeros((8, 8), np.uint8)
+        labels[2:5, 2:5] = 1
+        Image.fromarray(labels).save(src / f"{name}_mask.png")
+    (src / "c_mask.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    with pytest.raises(ImageReadError, match="c_mask.png"):
+        labels_to_coco(find_label_pairs(str(src)), str(out), "train")
+    assert not (out / "train").exists() and not (out / "train.json").exists()
+
+
+def test_images_sharing_a_file_name_are_refused_before_copying(tmp_path):
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / folder / "x.png")
+        Image.fromarray(np.ones((6, 6), np.uint8)).save(tmp_path / folder / "x_mask.png")
+    pairs = find_label_pairs(str(tmp_path / "one")) + find_label_pairs(str(tmp_path / "two"))
+    with pytest.raises(DatasetError, match="two images share the file name 'x.png'"):
+        labels_to_coco(pairs, str(tmp_path / "out"), "train")
+    assert not (tmp_path / "out" / "train").exists()
+
+
 def _feature(geometry, **props):
     return {"type": "Feature", "properties": props, "geometry": geometry}
 

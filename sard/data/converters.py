@@ -53,18 +53,23 @@ def write_coco_split(
     return stats
 
 
-def copy_image_once(image_path: str, image_dir: str, seen: Dict[str, str]) -> str:
-    """Copy ``image_path`` into ``image_dir``; two inputs with the same file name are an error
-    (the second would silently overwrite the first)."""
-    file_name = os.path.basename(image_path)
-    if file_name in seen:
-        raise DatasetError(
-            f"two images share the file name {file_name!r}: {seen[file_name]} "
-            f"and {image_path}; rename one"
-        )
-    seen[file_name] = image_path
-    shutil.copyfile(image_path, os.path.join(image_dir, file_name))
-    return file_name
+def copy_images(image_paths: Sequence[str], image_dir: str) -> List[str]:
+    """Copy every image into ``image_dir`` and return their file names; two inputs with the
+    same file name are an error raised before anything is copied (the second would silently
+    overwrite the first)."""
+    seen: Dict[str, str] = {}
+    for image_path in image_paths:
+        file_name = os.path.basename(image_path)
+        if file_name in seen:
+            raise DatasetError(
+                f"two images share the file name {file_name!r}: {seen[file_name]} "
+                f"and {image_path}; rename one"
+            )
+        seen[file_name] = image_path
+    os.makedirs(image_dir, exist_ok=True)
+    for file_name, image_path in seen.items():
+        shutil.copyfile(image_path, os.path.join(image_dir, file_name))
+    return list(seen)
 
 
 def mask_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
@@ -135,9 +140,9 @@ def labels_to_coco(
     smaller than ``min_area`` pixels are skipped with a counted warning.
     """
     log = ProblemLog(source=f"labels_to_coco({split})")
-    image_dir = os.path.join(out_dir, split)
-    os.makedirs(image_dir, exist_ok=True)
-    images, annotations, seen = [], [], {}
+    # Every pair is read and checked before anything is written: a bad file in the middle
+    # leaves no half-converted split behind.
+    images, annotations = [], []
     for image_id, (image_path, label_path) in enumerate(pairs, start=1):
         read_image(image_path)  # fails early, naming the file, if it is unreadable
         labels = read_label_image(label_path)
@@ -146,15 +151,7 @@ def labels_to_coco(
                 f"{label_path}: label size {labels.shape} differs from image "
                 f"{image_path} of size {image_size(image_path)}"
             )
-        file_name = copy_image_once(image_path, image_dir, seen)
-        images.append(
-            {
-                "id": image_id,
-                "file_name": file_name,
-                "height": labels.shape[0],
-                "width": labels.shape[1],
-            }
-        )
+        images.append({"id": image_id, "height": labels.shape[0], "width": labels.shape[1]})
         count = 0
         for value, mask in label_image_masks(labels):
             if mask.sum() < min_area:
@@ -164,6 +161,9 @@ def labels_to_coco(
             count += 1
         if count == 0:
             log.warn("images without instances (kept)", label_path)
+    names = copy_images([image for image, _ in pairs], os.path.join(out_dir, split))
+    for image, file_name in zip(images, names):
+        image["file_name"] = file_name
     log.emit_warnings()
     categories = [{"id": 1, "name": category_name, "supercategory": category_name}]
     return write_coco_split(
@@ -394,11 +394,10 @@ def geojson_to_coco(
         per_image.append((image_path, height, width, masks))
         names.update(name for name, _ in masks)
     cat_ids = {name: i for i, name in enumerate(sorted(names) or [default_category], start=1)}
-    image_dir = os.path.join(out_dir, split)
-    os.makedirs(image_dir, exist_ok=True)
-    images, annotations, seen = [], [], {}
+    file_names = copy_images([item[0] for item in per_image], os.path.join(out_dir, split))
+    images, annotations = [], []
     for image_id, (image_path, height, width, masks) in enumerate(per_image, start=1):
-        file_name = copy_image_once(image_path, image_dir, seen)
+        file_name = file_names[image_id - 1]
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for name, mask in masks:
             annotations.append(mask_annotation(mask, len(annotations) + 1, image_id, cat_ids[name]))
