@@ -369,3 +369,16 @@ def test_a_read_only_output_folder_is_refused_in_one_line(tiny_synth, tmp_path):
     out.chmod(0o555)
     res = _run(_fault_cmd(tiny_synth, out))
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_an_output_folder_that_cannot_be_a_folder_is_refused_in_one_line(tiny_synth, tmp_path, where):
+    """OUTPUT_DIR naming a file (or a path through one) fails in one line naming the path, for
+    root too (unlike read-only folders)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    out = blocker if where == "a file" else blocker / "run"
+    res = _run(_fault_cmd(tiny_synth, out))
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert err[-1].startswith("error:") and "blocker" in err[-1], err[-3:]
