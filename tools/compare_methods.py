@@ -19,8 +19,9 @@ sard_EC (betas through config). Every run is a folder under OUT/runs; a run with
 is skipped and one with checkpoints resumes, so a crash loses nothing. Writes OUT/table.md,
 OUT/buckets.md (small and crowded objects), OUT/results.json, OUT/bars.png and
 OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
---transfer-to gravel every trained model is also evaluated, unchanged, on the real gravel test
-image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no training cost.
+--transfer-to gravel (and --gravel-source) every trained model is also evaluated, unchanged,
+on the real gravel test image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer
+at no training cost.
 
 Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
 gravel photos (6 train, 1 test image) converted from --gravel-source; mnfinder = the mnfinder
@@ -42,7 +43,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -76,6 +76,7 @@ from studies.study import (  # noqa: E402
     TINY_SAM_CONFIG,
     Schedule,
     start_study_process,
+    write_results,
 )
 from studies.study_data import (  # noqa: E402
     ensure_gravel,
@@ -461,8 +462,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "efficiency": eff,
         "wall_s": time.perf_counter() - start,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print("\n" + header + table + "\n" + eff_table)
     print(
         f"wrote {out}/table.md, efficiency.md, results.json, bars.png "

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How far do images alone get me? Four students, same teacher, same schedule and seeds.
 
-    python tools/label_free_study.py --dataset gravel --out output/label_free_gravel
+    python tools/label_free_study.py --dataset gravel --gravel-source ../shared/data/gravel_fh \
+        --out output/label_free_gravel
     python tools/label_free_study.py --dataset mnfinder --teacher-iters 1500 \
         --out output/label_free_mnfinder
 
@@ -36,7 +37,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -55,6 +55,7 @@ from studies.study import (  # noqa: E402
     build_trainer,
     start_study_process,
     train_run,
+    write_results,
     widened_member,
 )
 
@@ -507,8 +508,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "runs": runs,
         "wall_s": time.perf_counter() - start,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print("\n" + text)
     print(f"wrote {out}/table.md, pseudo_labels.md, results.json, bars.png, pseudo_labels.png")
     return payload

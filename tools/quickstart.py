@@ -30,7 +30,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -60,6 +59,7 @@ from studies.study import (  # noqa: E402
     spawn_pool,
     start_study_process,
     train_run,
+    write_results,
     train_run_job,
 )
 from studies.study_data import ensure_synth, register_splits  # noqa: E402
@@ -426,8 +426,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "box_floor": result["box_floor"],
         "wall_s": wall,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print("\n" + result["table"])
     print(
         f"wrote {out}/table.md, results.json, structure_map.png, predictions.png, "
@@ -453,8 +452,7 @@ def _teacher_only(args, out: Path, spec: RunSpec, label: str, start: float) -> D
         "box_floor": floor,
         "wall_s": time.perf_counter() - start,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print(f"wrote {out}/results.json; the teacher is {out}/teacher/model_final.pth")
     return payload
 

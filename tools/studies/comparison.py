@@ -18,16 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from sard.reporting.efficiency import measure_inference
 from sard.reporting.plots import plot_method_bars
-from sard.reporting.tables import (
-    BOX_FLOOR_LABEL,
-    below_floor,
-    box_floor,
-    comparison_headers,
-    comparison_rows,
-    floor_note,
-    markdown_table,
-    summarise_runs,
-)
+from sard.reporting import tables
 from sard.reporting.visuals import limit_prompts, test_sample
 
 from .flags import RegimeFlags
@@ -227,12 +218,12 @@ def comparison_table(
     methods below the floor."""
     present = [b for b in baselines if b in summary]
     return (
-        markdown_table(
-            comparison_headers(metrics, present),
-            comparison_rows(summary, metrics, present, floor=floor),
+        tables.markdown_table(
+            tables.comparison_headers(metrics, present),
+            tables.comparison_rows(summary, metrics, present, floor=floor),
         )
         + "\n"
-        + floor_note(below_floor(summary, floor, metrics), floor)
+        + tables.floor_note(tables.below_floor(summary, floor, metrics), floor)
     )
 
 
@@ -286,8 +277,8 @@ def transfer(
             f"bIoU {metrics['bIoU']:.1f}",
             flush=True,
         )
-    summary = summarise_runs(moved, METRICS)
-    floor = box_floor([{"metrics": t_metrics}] + moved, METRICS)
+    summary = tables.summarise_runs(moved, METRICS)
+    floor = tables.box_floor([{"metrics": t_metrics}] + moved, METRICS)
     header = (
         f"Trained on {settings.dataset}, evaluated unchanged on the {name} test split at "
         f"{size} px. Teacher: mIoU {t_metrics['mIoU']:.1f}, bIoU {t_metrics['bIoU']:.1f}; "
@@ -370,8 +361,8 @@ def efficiency_table(
             ]
         )
     if floor:
-        rows.append([BOX_FLOOR_LABEL, "0", "0", "0"] + [f"{floor[m]:.1f}" for m in METRICS])
-    table = markdown_table(
+        rows.append([tables.BOX_FLOOR_LABEL, "0", "0", "0"] + [f"{floor[m]:.1f}" for m in METRICS])
+    table = tables.markdown_table(
         ["model", "params (M)", "GFLOPs/img", "latency (ms/img)", "mIoU", "bIoU"], rows
     )
     return table, {"teacher": t_eff.as_dict(), "student": s_eff.as_dict()}

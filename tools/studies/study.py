@@ -192,6 +192,11 @@ def _write_json(path: str, data: Dict) -> None:
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated results file
 
 
+def write_results(out: Path, payload: Dict) -> None:
+    """A study's ``OUT/results.json``, written atomically (a crash never leaves half a file)."""
+    _write_json(str(Path(out) / "results.json"), payload)
+
+
 def read_results(run_dir: str) -> Optional[Dict]:
     """The run's ``results.json``, or None when the run has not finished."""
     path = os.path.join(run_dir, "results.json")
