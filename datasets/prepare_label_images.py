@@ -17,11 +17,15 @@ import argparse
 import os
 import sys
 
-from sard.data.converters import find_label_pairs, labels_to_coco
-from sard.cli_values import int_range
-from sard.data.register import datasets_root
-from sard.data.stats import format_statistics
-from sard.user_errors import run_tool
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values, shared with the tools
+
+from cli_values import int_range  # noqa: E402
+
+from sard.data.converters import find_label_pairs, labels_to_coco  # noqa: E402
+from sard.data.register import datasets_root  # noqa: E402
+from sard.data.stats import format_statistics  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -15,12 +15,16 @@ import os
 import sys
 import time
 
-from sard.cli_values import float_range, int_range
-from sard.data.register import datasets_root
-from sard.data.stats import format_statistics
-from sard.data.synthetic import SynthConfig
-from sard.data.synthetic_dataset import generate_rockfrag_synth
-from sard.user_errors import UserError, run_tool
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values, shared with the tools
+
+from cli_values import float_range, int_range  # noqa: E402
+
+from sard.data.register import datasets_root  # noqa: E402
+from sard.data.stats import format_statistics  # noqa: E402
+from sard.data.synthetic import SynthConfig  # noqa: E402
+from sard.data.synthetic_dataset import generate_rockfrag_synth  # noqa: E402
+from sard.user_errors import UserError, run_tool  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

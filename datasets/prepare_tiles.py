@@ -17,9 +17,12 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values, shared with the tools
 
-from sard.cli_values import int_range  # noqa: E402
+from cli_values import int_range  # noqa: E402
+
 from sard.data.stats import format_statistics  # noqa: E402
 from sard.data.tiling import tile_coco_split  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402

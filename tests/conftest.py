@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tools' own modules (studies, cli_values), importable as they are from a tool script (Python
+# puts a script's folder on sys.path); appended, so they never shadow an installed package.
+sys.path.append(os.path.join(REPO, "tools"))
 
 
 @pytest.fixture(scope="session")

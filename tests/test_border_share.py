@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sard.models import build_model
-from sard.reporting.encoder_probes import probe_encoder
+from studies.encoder_probes import probe_encoder
 from sard.reporting.weight_stats import border_share, outer_ring, weight_statistics
 
 
@@ -51,7 +51,7 @@ def test_probes_change_the_neck_padding_and_position_embedding():
 
 def test_weight_stats_of_a_random_architecture(load_script, tmp_path):
     from sard.data.synthetic import SynthConfig
-    from sard.reporting.study_data import ensure_synth
+    from studies.study_data import ensure_synth
 
     data = tmp_path / "data"
     config = SynthConfig(image_size=64, min_size=6, max_size=16)

@@ -163,7 +163,9 @@ def test_compare_methods_argument_errors(compare, tmp_path):
     for bad in (["--tile", "64"], ["--tile", "-1"], ["--fragment-px", "9", "3"]):
         with pytest.raises(SystemExit):
             compare.parse_args(["--dataset", "synth", "--out", "x", *bad])
-    args = compare.parse_args(["--dataset", "gravel", "--out", "x"])
+    with pytest.raises(SystemExit):  # gravel names its source: no default outside a checkout
+        compare.parse_args(["--dataset", "gravel", "--out", "x"])
+    args = compare.parse_args(["--dataset", "gravel", "--gravel-source", "g", "--out", "x"])
     assert args.image_size == 256 and args.iters == 300 and args.device == "cpu"
     assert args.tile == 0
     args = compare.parse_args(["--dataset", "mnfinder", "--out", "x"])
@@ -173,8 +175,9 @@ def test_compare_methods_argument_errors(compare, tmp_path):
         ["--dataset", "synth", "--out", "x", "--teacher-family", "sam", "--teacher-patch", "8"]
         + ["--student-family", "sam", "--student-patch", "8", "--scale-jitter", "0.8", "1.25"]
     )
-    from sard.reporting.comparison import make_spec, teacher_spec
+    from studies.comparison import make_spec, teacher_spec
 
+    args = compare.comparison_settings(args)
     opts = dict(zip(*[iter(make_spec(args, "sard", 0, ["a", "b"], "t.pth").opts())] * 2))
     assert opts["MODEL.STUDENT.ARCH.PATCH_SIZE"] == "8" and opts["MODEL.STUDENT.FAMILY"] == "sam"
     assert opts["MODEL.TEACHER.ARCH.PATCH_SIZE"] == "8"
@@ -205,7 +208,7 @@ def test_any_coco_dataset_tiled_with_a_transfer_set(compare, tmp_path):
     """--train/--test-json/-images instead of --dataset, tiles at native resolution, and every
     model evaluated unchanged on another labelled set (tiled as well)."""
     from sard.data.synthetic import SynthConfig
-    from sard.reporting.study_data import ensure_synth
+    from studies.study_data import ensure_synth
 
     data, other = tmp_path / "data", tmp_path / "other"
     ensure_synth(str(data), SynthConfig(image_size=96, min_size=6, max_size=16),

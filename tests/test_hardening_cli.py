@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sard.cli_values import float_range, int_range
+from cli_values import float_range, int_range
 from sard.user_errors import EXIT_USER_ERROR, UserError, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,9 +10,6 @@ import pytest
 import torch
 
 from sard.reporting import (
-    Member,
-    RunSpec,
-    Schedule,
     comparison_headers,
     comparison_rows,
     count_gflops,
@@ -26,7 +23,7 @@ from sard.reporting import (
     summarise_runs,
 )
 from sard.reporting.plots import per_mask_iou, smooth, split_loss_terms
-from sard.reporting.study import _write_json, check_same_run
+from studies.study import Member, RunSpec, Schedule, _write_json, check_same_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -199,7 +196,7 @@ def test_run_spec_overrides_for_methods_and_ablations():
 
 def test_run_spec_overrides_load_into_a_config():
     from sard.config import load_config
-    from sard.reporting import TINY_SAM_CONFIG
+    from studies.study import TINY_SAM_CONFIG
 
     cfg = load_config(TINY_SAM_CONFIG, _spec("sard_D").opts())
     assert cfg.MODEL.SARD.METHOD == "sard" and cfg.MODEL.SARD.BETA_E == 0.0
@@ -211,7 +208,7 @@ def test_run_spec_overrides_load_into_a_config():
 def test_a_run_folder_refuses_other_settings(tmp_path):
     opts = _spec("sard").opts()
     check_same_run(str(tmp_path), opts)  # nothing there yet
-    from sard.reporting.study import _identity
+    from studies.study import _identity
 
     _write_json(str(tmp_path / "run.json"), {"opts": _identity(opts)})
     check_same_run(str(tmp_path), opts + ["OUTPUT_DIR", "elsewhere"])  # location is free

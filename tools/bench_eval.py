@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-from sard.cli_values import float_range, int_range  # noqa: E402
+from cli_values import float_range, int_range  # noqa: E402
 from sard.evaluation import (  # noqa: E402
     PromptableInstanceEvaluator,
     boundary_dilation,

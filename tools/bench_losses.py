@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sard.cli_values import int_range  # noqa: E402
+from cli_values import int_range  # noqa: E402
 from sard.losses import SARDDistillationHead  # noqa: E402
 from sard.structure.moments import MOMENTS_PATHS, forced_moments_path, moments_path  # noqa: E402
 from sard.user_errors import UserError, run_tool  # noqa: E402

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sard.cli_values import int_range  # noqa: E402
+from cli_values import int_range  # noqa: E402
 from sard.structure import compute_structure_map  # noqa: E402
 from sard.structure.moments import MOMENTS_PATHS, forced_moments_path  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402

@@ -23,7 +23,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from sard.cli_values import int_range  # noqa: E402
+from cli_values import int_range  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
 TINY = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")

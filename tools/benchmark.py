@@ -30,7 +30,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from sard.cli_values import int_range  # noqa: E402
+from cli_values import int_range  # noqa: E402
 from sard.models import Prompts, build_model, model_builder  # noqa: E402
 from sard.reporting.efficiency import count_gflops, time_ms  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402

@@ -19,8 +19,9 @@ sard_EC (betas through config). Every run is a folder under OUT/runs; a run with
 is skipped and one with checkpoints resumes, so a crash loses nothing. Writes OUT/table.md,
 OUT/buckets.md (small and crowded objects), OUT/results.json, OUT/bars.png and
 OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
---transfer-to gravel every trained model is also evaluated, unchanged, on the real gravel test
-image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer at no training cost.
+--transfer-to gravel (and --gravel-source) every trained model is also evaluated, unchanged,
+on the real gravel test image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer
+at no training cost.
 
 Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
 gravel photos (6 train, 1 test image) converted from --gravel-source; mnfinder = the mnfinder
@@ -42,42 +43,42 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Dict, List, Optional, Tuple  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-import torch  # noqa: E402
-
-from sard.data.synthetic import SynthConfig  # noqa: E402
-from sard.reporting import (  # noqa: E402
-    METHOD_VARIANTS,
-    below_floor,
-    box_floor,
-    comparison_headers,
-    comparison_rows,
-    floor_note,
-    markdown_table,
-    plot_method_bars,
-    summarise_runs,
-)
-from sard.reporting.comparison import (  # noqa: E402
+from studies.comparison import (  # noqa: E402
     BASELINES,
     BUCKET_METRICS,
     METRICS,
+    ComparisonSettings,
+    TransferSettings,
+    comparison_table,
     efficiency_table,
     run_all,
-    student_member,
-    teacher_member,
     transfer,
 )
-from sard.reporting.study import TINY_SAM_CONFIG, Member, with_patch_size  # noqa: E402
-from sard.reporting.study_data import (  # noqa: E402
+from studies.flags import (  # noqa: E402
+    FAMILIES,
+    add_patch_flags,
+    add_regime_flags,
+    check_patches,
+    check_positive,
+    check_regime_flags,
+    member,
+    regime_of,
+)
+from studies.study import (  # noqa: E402
+    METHOD_VARIANTS,
+    TINY_SAM_CONFIG,
+    Schedule,
+    start_study_process,
+    write_results,
+)
+from studies.study_data import (  # noqa: E402
     ensure_gravel,
     ensure_mnfinder,
     ensure_synth,
@@ -85,6 +86,9 @@ from sard.reporting.study_data import (  # noqa: E402
     link_coco_split,
     register_splits,
 )
+
+from sard.data.synthetic import SynthConfig  # noqa: E402
+from sard.reporting import box_floor, plot_method_bars, summarise_runs  # noqa: E402
 
 ALL_METHODS = [
     "none",
@@ -172,42 +176,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-seed", type=int, default=0)
     p.add_argument(
         "--teacher-family",
-        choices=("efficient_sam", "sam"),
+        choices=FAMILIES,
         help="cpu/gpu: efficient_sam (sam trains far slower from scratch)",
     )
     p.add_argument("--teacher-size", help="family size (cpu: tiny, widened; gpu: s)")
     p.add_argument("--teacher-embed-dim", type=int, help="teacher width override (cpu: 128)")
     p.add_argument("--teacher-depth", type=int, help="teacher depth override (cpu: 4)")
     p.add_argument("--teacher-heads", type=int, help="teacher heads override (cpu: 4)")
-    p.add_argument(
-        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
-    )
-    p.add_argument("--student-family", default="efficient_sam", choices=("efficient_sam", "sam"))
     p.add_argument("--student-size", help="student size: tiny (cpu), ti, s (EfficientSAM)")
-    p.add_argument(
-        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
-    )
-    p.add_argument(
-        "--task-loss",
-        default="dice_bce",
-        choices=("dice_bce", "focal_dice"),
-        help="promptable task loss (MODEL.SARD.TASK_LOSS): the paper's Dice + BCE or SAM's "
-        "20:1 focal + Dice",
-    )
-    p.add_argument(
-        "--multimask",
-        default="always",
-        choices=("always", "never", "auto"),
-        help="mask outputs per prompt (MODEL.SARD.MULTIMASK_OUTPUT): 3 candidates, or SAM's "
-        "single mask for box prompts (never/auto)",
-    )
-    p.add_argument(
-        "--scale-jitter",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="training augmentation of every run: random rescale range (flips are always on)",
-    )
+    add_patch_flags(p)
+    add_regime_flags(p, "training augmentation of every run")
     p.add_argument("--image-size", type=int)
     p.add_argument(
         "--tile",
@@ -228,7 +206,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar=("MIN", "MAX"),
         help="synth: fragment size range in px (default: 1/16 to 1/4 of --image-size)",
     )
-    p.add_argument("--gravel-source", default=os.path.join("..", "shared", "data", "gravel_fh"))
+    p.add_argument(
+        "--gravel-source",
+        default="",
+        help="gravel: the folder holding train/ and test/ with X.jpg and X_mask.png "
+        "(needed by --dataset gravel and --transfer-to gravel)",
+    )
     p.add_argument(
         "--transfer-to",
         choices=("gravel", "mnfinder"),
@@ -280,19 +263,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for name in ("iters", "teacher_iters", "batch", "prompts", "jobs", "threads"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    check_positive(p, args, ("iters", "teacher_iters", "batch", "prompts", "jobs", "threads"))
     if args.tile < 0:
         p.error("--tile must be 0 (no tiling) or positive")
-    for role in ("teacher", "student"):
-        family = args.teacher_family if role == "teacher" else args.student_family
-        try:
-            with_patch_size(Member(family, "tiny"), getattr(args, f"{role}_patch"))
-        except ValueError as err:
-            p.error(f"--{role}-patch: {err}")
-    if args.scale_jitter and not 0 < args.scale_jitter[0] <= args.scale_jitter[1]:
-        p.error("--scale-jitter needs 0 < LOW <= HIGH")
+    check_patches(p, args)
+    check_regime_flags(p, args)
     if args.transfer_image_size is None:
         args.transfer_image_size = args.image_size if args.transfer_tile else 256
     if args.fragment_px and not 0 < args.fragment_px[0] <= args.fragment_px[1]:
@@ -328,6 +303,11 @@ def _check_data_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error("use --transfer-to or --transfer-json/--transfer-images, not both")
     if args.transfer_tile < 0:
         p.error("--transfer-tile must be 0 (no tiling) or positive")
+    if "gravel" in (args.dataset, args.transfer_to) and not args.gravel_source:
+        p.error(
+            "gravel needs --gravel-source: the folder holding train/ and test/ with X.jpg and "
+            "X_mask.png"
+        )
 
 
 def dataset_label(args: argparse.Namespace) -> str:
@@ -366,14 +346,54 @@ def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List
     return f"compare_{args.dataset}", str(folder), ["train", "test"]
 
 
+def comparison_settings(args: argparse.Namespace) -> ComparisonSettings:
+    """The parsed flags as the comparison's plan takes them."""
+    widen = (args.teacher_embed_dim, args.teacher_depth, args.teacher_heads)
+    return ComparisonSettings(
+        config_file=args.config_file,
+        teacher=member(
+            args.teacher_family,
+            args.teacher_size,
+            args.teacher_patch,
+            widen if args.teacher_embed_dim else (),
+        ),
+        student=member(args.student_family, args.student_size, args.student_patch),
+        schedule=Schedule(args.iters, args.batch, args.lr, args.prompts),
+        teacher_iters=args.teacher_iters,
+        image_size=args.image_size,
+        methods=tuple(args.methods),
+        seeds=tuple(args.seeds),
+        dataset=args.dataset,
+        device=args.device,
+        teacher_seed=args.teacher_seed,
+        teacher_weights=args.teacher_weights,
+        teacher_init=args.teacher_init,
+        regime=regime_of(args),
+        jobs=args.jobs,
+        threads=args.threads,
+        latency_prompts=args.latency_prompts,
+        latency_reps=args.latency_reps,
+    )
+
+
+def transfer_settings(args: argparse.Namespace) -> TransferSettings:
+    """The parsed --transfer-* flags (and --gravel-source) as ``transfer`` takes them."""
+    return TransferSettings(
+        to=args.transfer_to or "",
+        json_file=args.transfer_json,
+        images=args.transfer_images,
+        tile=args.transfer_tile,
+        image_size=args.transfer_image_size,
+        gravel_source=args.gravel_source,
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> Dict:
     """Data, teacher, every (method, seed) student, tables and figures; returns results.json."""
     start = time.perf_counter()
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message=".*random")
-    logging.getLogger("sard").setLevel(logging.WARNING)
-    logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
+    settings = comparison_settings(args)
+    start_study_process(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tiles = f", {args.tile} px tiles" if args.tile else ""
@@ -383,45 +403,34 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     dataset = prepare_dataset(args, out)
     register_splits(*dataset)
     print(
-        f"[2/3] teacher {teacher_member(args).describe()} + {len(args.methods)} method(s) x "
-        f"{len(args.seeds)} seed(s), student {student_member(args).describe()}, "
+        f"[2/3] teacher {settings.teacher.describe()} + {len(args.methods)} method(s) x "
+        f"{len(args.seeds)} seed(s), student {settings.student.describe()}, "
         f"{args.iters} iterations each, {args.jobs} job(s)",
         flush=True,
     )
-    teacher, runs = run_all(args, out, dataset)
+    teacher, runs = run_all(settings, out, dataset)
     print("[3/3] report", flush=True)
     summary = summarise_runs(runs, METRICS)
-    baselines = [b for b in BASELINES if b in summary]
     floor = box_floor([teacher] + runs, METRICS)
-    table = (
-        markdown_table(
-            comparison_headers(METRICS, baselines),
-            comparison_rows(summary, METRICS, baselines, floor=floor),
-        )
-        + "\n"
-        + floor_note(below_floor(summary, floor, METRICS), floor)
-    )
+    table = comparison_table(summary, METRICS, BASELINES, floor)
     buckets = [m for m in BUCKET_METRICS if all(m in r["metrics"] for r in runs)]
     if buckets:
-        bucket_summary = summarise_runs(runs, buckets)
-        bucket_floor = box_floor(runs, buckets)
-        controls = [b for b in ("none", "uniform") if b in summary]
         (out / "buckets.md").write_text(
             "Small: GT area < 16² px; nb3+: touching 3 or more other instances. Δ: paired over "
             "seeds (± std, seeds won).\n\n"
-            + markdown_table(
-                comparison_headers(buckets, controls),
-                comparison_rows(bucket_summary, buckets, controls, floor=bucket_floor),
+            + comparison_table(
+                summarise_runs(runs, buckets),
+                buckets,
+                ("none", "uniform"),
+                box_floor(runs, buckets),
             )
-            + "\n"
-            + floor_note(below_floor(bucket_summary, bucket_floor, buckets), bucket_floor)
         )
-    eff_table, eff = efficiency_table(args, out, dataset, teacher, summary, floor)
+    eff_table, eff = efficiency_table(settings, out, dataset, teacher, summary, floor)
     header = (
-        f"{dataset_label(args)}, {args.scale} scale: teacher {teacher_member(args).describe()} "
+        f"{dataset_label(args)}, {args.scale} scale: teacher {settings.teacher.describe()} "
         f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}"
         f"{teacher_versus_floor(teacher, floor)}), "
-        f"student {student_member(args).describe()}, {args.image_size} px, {args.iters} "
+        f"student {settings.student.describe()}, {args.image_size} px, {args.iters} "
         f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
         f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds "
         "(± std of the differences, seeds won).\n\n"
@@ -443,7 +452,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if args.transfer_to or args.transfer_json:
         target = args.transfer_to or args.transfer_json
         print(f"[3/3] transfer: every run evaluated on {target}", flush=True)
-        table += "\n" + transfer(args, out, dataset, teacher, runs)
+        table += "\n" + transfer(settings, transfer_settings(args), out, dataset, teacher, runs)
     payload = {
         "settings": vars(args),
         "teacher": teacher,
@@ -453,8 +462,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "efficiency": eff,
         "wall_s": time.perf_counter() - start,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print("\n" + header + table + "\n" + eff_table)
     print(
         f"wrote {out}/table.md, efficiency.md, results.json, bars.png "

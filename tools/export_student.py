@@ -27,7 +27,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from sard.cli_values import float_range, int_range  # noqa: E402
+from cli_values import float_range, int_range  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
 DEFAULT_TOLERANCE = 1e-4  # sard.export.DEFAULT_TOLERANCE; repeated so --help needs no torch

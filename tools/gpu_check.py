@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from sard.cli_values import int_range  # noqa: E402
+from cli_values import int_range  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
 PAPER = os.path.join("configs", "sam_h_to_efficientsam.yaml")

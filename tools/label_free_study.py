@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How far do images alone get me? Four students, same teacher, same schedule and seeds.
 
-    python tools/label_free_study.py --dataset gravel --out output/label_free_gravel
+    python tools/label_free_study.py --dataset gravel --gravel-source ../shared/data/gravel_fh \
+        --out output/label_free_gravel
     python tools/label_free_study.py --dataset mnfinder --teacher-iters 1500 \
         --out output/label_free_mnfinder
 
@@ -36,11 +37,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
@@ -48,14 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from sard.reporting.study import (  # noqa: E402
+from studies.flags import check_positive  # noqa: E402
+from studies.study import (  # noqa: E402
     TINY_SAM_CONFIG,
     Member,
     RunSpec,
     Schedule,
     build_trainer,
+    start_study_process,
     train_run,
+    write_results,
     widened_member,
 )
 
@@ -97,7 +97,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--max-area-fraction", type=float, default=0.5, help="larger pseudo-masks are dropped"
     )
-    p.add_argument("--gravel-source", default=os.path.join("..", "shared", "data", "gravel_fh"))
+    p.add_argument(
+        "--gravel-source",
+        default="",
+        help="gravel: the folder holding train/ and test/ with X.jpg and X_mask.png",
+    )
     p.add_argument(
         "--no-skimage-gravel",
         action="store_true",
@@ -119,9 +123,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error(f"unknown student(s) {sorted(unknown)}; choose from {STUDENTS}")
     if not 0 < args.unlabeled_fraction < 1:
         p.error("--unlabeled-fraction must be in (0, 1)")
-    for name in ("iters", "teacher_iters", "batch", "prompts", "tile", "image_size"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    check_positive(p, args, ("iters", "teacher_iters", "batch", "prompts", "tile", "image_size"))
+    if args.dataset == "gravel" and not args.gravel_source:
+        p.error(
+            "--dataset gravel needs --gravel-source: the folder holding train/ and test/ with "
+            "X.jpg and X_mask.png"
+        )
     if args.teacher_weights and not os.path.isfile(args.teacher_weights):
         p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
     return args
@@ -143,7 +150,7 @@ def write_image_tiles(image: np.ndarray, folder: Path, stem: str, tile: int) -> 
 
 def prepare_data(args, out: Path) -> Tuple[Tuple[str, str, List[str]], List[str]]:
     """Labelled tiles (prefix, folder, [train, test]) and the unlabeled folders."""
-    from sard.reporting.study_data import ensure_gravel, ensure_mnfinder, ensure_tiles
+    from studies.study_data import ensure_gravel, ensure_mnfinder, ensure_tiles
 
     source = out / "data" / args.dataset
     if args.dataset == "gravel":
@@ -428,14 +435,11 @@ def report(args, out: Path, floor: Dict, teacher: Dict, teacher_box: Dict, runs,
 def main(argv: Optional[List[str]] = None) -> Dict:
     start = time.perf_counter()
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message=".*random")
-    logging.getLogger("sard").setLevel(logging.WARNING)
-    logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
+    start_study_process(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from sard.data.paths import register_dataset_paths
-    from sard.reporting.study_data import register_splits
+    from studies.study_data import register_splits
 
     print(f"[1/4] data: {args.dataset}, {args.tile} px tiles", flush=True)
     dataset, unlabeled = prepare_data(args, out)
@@ -504,8 +508,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "runs": runs,
         "wall_s": time.perf_counter() - start,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print("\n" + text)
     print(f"wrote {out}/table.md, pseudo_labels.md, results.json, bars.png, pseudo_labels.png")
     return payload

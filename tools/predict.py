@@ -25,7 +25,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from sard.cli_values import float_range, int_range  # noqa: E402
+from cli_values import float_range, int_range  # noqa: E402
 from sard.user_errors import UserError, run_tool  # noqa: E402
 
 DEFAULT_GRID = 16

@@ -30,47 +30,50 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Dict, List, Optional  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 import torch  # noqa: E402
+from studies.flags import (  # noqa: E402
+    FAMILIES,
+    add_patch_flags,
+    add_regime_flags,
+    check_patches,
+    check_positive,
+    check_regime_flags,
+    member,
+    regime_of,
+)
+from studies.study import (  # noqa: E402
+    TINY_SAM_CONFIG,
+    Member,
+    RunSpec,
+    Schedule,
+    build_trainer,
+    check_same_run,
+    read_results,
+    spawn_pool,
+    start_study_process,
+    train_run,
+    write_results,
+    train_run_job,
+)
+from studies.study_data import ensure_synth, register_splits  # noqa: E402
 
 from sard.data.synthetic import SynthConfig  # noqa: E402
 from sard.reporting import (  # noqa: E402
     BOX_FLOOR_LABEL,
-    Member,
-    RunSpec,
-    Schedule,
     markdown_table,
     measure_inference,
     plot_training_curves,
     read_metrics_json,
     render_predictions,
-    train_run,
 )
-from sard.reporting.study import (  # noqa: E402
-    TINY_SAM_CONFIG,
-    build_trainer,
-    check_same_run,
-    read_results,
-    spawn_pool,
-    train_run_job,
-    widened_member,
-    with_patch_size,
-)
-from sard.reporting.study_data import ensure_synth, register_splits  # noqa: E402
-from sard.reporting.tables import (  # noqa: E402
-    BELOW_FLOOR_MARK,
-    box_floor,
-    floor_note,
-)
+from sard.reporting.tables import BELOW_FLOOR_MARK, box_floor, floor_note  # noqa: E402
 from sard.reporting.visuals import (  # noqa: E402
     limit_prompts,
     model_input_image,
@@ -109,37 +112,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, help="images per iteration")
     p.add_argument("--prompts", type=int, default=32, help="box prompts per training image")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--scale-jitter",
-        type=float,
-        nargs=2,
-        default=(1.0, 1.0),
-        metavar=("LOW", "HIGH"),
-        help="training augmentation: random rescale range (flips are always on)",
-    )
-    p.add_argument("--teacher-family", default="efficient_sam", choices=("efficient_sam", "sam"))
-    p.add_argument(
-        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
-    )
+    add_regime_flags(p, "training augmentation", jitter_default=(1.0, 1.0))
+    p.add_argument("--teacher-family", default="efficient_sam", choices=FAMILIES)
     p.add_argument(
         "--teacher-weights",
         default="",
         help="a trained teacher (model_final.pth, e.g. the one under weights/): evaluated, "
         "not trained; its architecture flags must match",
-    )
-    p.add_argument(
-        "--task-loss",
-        default="dice_bce",
-        choices=("dice_bce", "focal_dice"),
-        help="promptable task loss (MODEL.SARD.TASK_LOSS): the paper's Dice + BCE or SAM's "
-        "20:1 focal + Dice",
-    )
-    p.add_argument(
-        "--multimask",
-        default="always",
-        choices=("always", "never", "auto"),
-        help="mask outputs per prompt (MODEL.SARD.MULTIMASK_OUTPUT): 3 candidates, or SAM's "
-        "single mask for box prompts (never/auto)",
     )
     p.add_argument(
         "--eval-period",
@@ -155,11 +134,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-embed-dim", type=int, default=128)
     p.add_argument("--teacher-depth", type=int, default=4)
     p.add_argument("--teacher-heads", type=int, default=4)
-    p.add_argument("--student-family", default="efficient_sam", choices=("efficient_sam", "sam"))
     p.add_argument("--student-size", default="tiny", help="family size: tiny (ti, s, vit_b, ...)")
-    p.add_argument(
-        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
-    )
+    add_patch_flags(p)
     p.add_argument("--seed", type=int, default=0, help="data, teacher and students")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -179,31 +155,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--latency-prompts", type=int, default=16, help="box prompts per timed image")
     p.add_argument("--latency-reps", type=int, default=5)
     args = p.parse_args(argv)
-    for name in (
-        "num_train",
-        "num_test",
-        "teacher_iters",
-        "student_iters",
-        "batch",
-        "prompts",
-        "threads",
-        "latency_reps",
-    ):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    check_positive(
+        p,
+        args,
+        (
+            "num_train",
+            "num_test",
+            "teacher_iters",
+            "student_iters",
+            "batch",
+            "prompts",
+            "threads",
+            "latency_reps",
+        ),
+    )
     args.input_size = args.input_size or args.image_size
     if args.input_size % 16:
         p.error(f"--input-size must be a multiple of 16 (the models' patch), got {args.input_size}")
-    if not 0 < args.scale_jitter[0] <= args.scale_jitter[1]:
-        p.error("--scale-jitter needs 0 < LOW <= HIGH")
+    check_regime_flags(p, args)
     if args.teacher_weights and not os.path.isfile(args.teacher_weights):
         p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    check_patches(p, args)
     for role in ("teacher", "student"):
-        family, patch = getattr(args, f"{role}_family"), getattr(args, f"{role}_patch")
-        try:
-            with_patch_size(Member(family, "tiny"), patch)
-        except ValueError as err:
-            p.error(f"--{role}-patch: {err}")
+        patch = getattr(args, f"{role}_patch")
         if args.input_size % patch:
             p.error(f"--input-size {args.input_size} is not a multiple of --{role}-patch {patch}")
     return args
@@ -217,15 +191,13 @@ def stage(index: int, text: str) -> None:
 def teacher_member(args: argparse.Namespace) -> Member:
     """The teacher: the "tiny" size of --teacher-family widened and deepened (SAM: global
     attention in every other block, the rest windowed, as SAM), with --teacher-patch."""
-    member = widened_member(
-        args.teacher_family, "tiny", args.teacher_embed_dim, args.teacher_depth, args.teacher_heads
-    )
-    return with_patch_size(member, args.teacher_patch)
+    widen = (args.teacher_embed_dim, args.teacher_depth, args.teacher_heads)
+    return member(args.teacher_family, "tiny", args.teacher_patch, widen)
 
 
 def student_member(args: argparse.Namespace) -> Member:
     """The student: --student-family at --student-size with --student-patch."""
-    return with_patch_size(Member(args.student_family, args.student_size), args.student_patch)
+    return member(args.student_family, args.student_size, args.student_patch)
 
 
 def teacher_weights(args: argparse.Namespace, out: Path) -> str:
@@ -238,17 +210,14 @@ def teacher_weights(args: argparse.Namespace, out: Path) -> str:
 
 def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dict[str, RunSpec]:
     """Teacher, scratch student and SARD student; the students share schedule and seed."""
-    jitter = tuple(args.scale_jitter)
     common = dict(
         seed=args.seed,
         image_size=args.input_size,
         train_name=names["train"],
         test_name=names["test"],
         device=args.device,
-        extra_opts=([] if jitter == (1.0, 1.0) else ["INPUT.SCALE_JITTER", str(jitter)])
-        + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else [])
-        + (["MODEL.SARD.MULTIMASK_OUTPUT", args.multimask] if args.multimask != "always" else [])
-        + (["MODEL.SARD.TASK_LOSS", args.task_loss] if args.task_loss != "dice_bce" else []),
+        extra_opts=regime_of(args).opts()
+        + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else []),
     )
     sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
     teacher = teacher_member(args)
@@ -398,10 +367,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     """Run the five stages; returns what results.json holds."""
     start = time.perf_counter()
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message=".*random")  # teacher and students start random
-    logging.getLogger("sard").setLevel(logging.WARNING)
-    logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
+    start_study_process(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -460,8 +426,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "box_floor": result["box_floor"],
         "wall_s": wall,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print("\n" + result["table"])
     print(
         f"wrote {out}/table.md, results.json, structure_map.png, predictions.png, "
@@ -487,8 +452,7 @@ def _teacher_only(args, out: Path, spec: RunSpec, label: str, start: float) -> D
         "box_floor": floor,
         "wall_s": time.perf_counter() - start,
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(payload, f, indent=2)
+    write_results(out, payload)
     print(f"wrote {out}/results.json; the teacher is {out}/teacher/model_final.pth")
     return payload
 

@@ -19,7 +19,7 @@ N*W, the W mass on cells holding an instance boundary relative to their share of
 and W's mass on the outer ring of cells relative to the ring's share (border share; per term
 for the full map). Padded test images (SAM's longest_pad) are measured on their valid cells.
 --neck-padding and --zero-pos-embed switch off one suspect of the encoder at a time
-(``sard.reporting.encoder_probes``) to find what puts W on the edge.
+(``tools/studies/encoder_probes.py``) to find what puts W on the edge.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def load_model(args: argparse.Namespace, test_name: str):
 
     from sard.config import load_config
     from sard.models import build_model
-    from sard.reporting.study import TINY_SAM_CONFIG, build_trainer
+    from studies.study import TINY_SAM_CONFIG, build_trainer
 
     config_file = args.config_file or TINY_SAM_CONFIG
     if args.model:
@@ -137,11 +137,11 @@ def load_model(args: argparse.Namespace, test_name: str):
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     import torch
+    from studies.encoder_probes import probe_encoder
+    from studies.study_data import register_splits
     from tqdm import tqdm
 
     from sard.modeling.distiller import encode
-    from sard.reporting.encoder_probes import probe_encoder
-    from sard.reporting.study_data import register_splits
     from sard.reporting.tables import markdown_table
     from sard.reporting.visuals import test_sample
     from sard.reporting.weight_stats import SIDES, weight_statistics

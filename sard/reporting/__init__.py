@@ -1,6 +1,6 @@
-"""Studies and their reports: resumable training runs, tables (mean ± std over seeds), figures,
-and efficiency figures (params, GFLOPs, latency). Used by tools/quickstart.py and
-tools/compare_methods.py."""
+"""Reports of trained models: tables (mean ± std over seeds, the prompt-box floor), figures,
+pictures of predictions and W(i), W statistics, and efficiency figures (params, GFLOPs,
+latency). The studies that produce them live in the checkout's tools/studies."""
 
 from .efficiency import Efficiency, count_gflops, count_params, measure_inference, time_ms
 from .plots import (
@@ -9,7 +9,6 @@ from .plots import (
     read_metrics_json,
     render_predictions,
 )
-from .study import METHOD_VARIANTS, TINY_SAM_CONFIG, Member, RunSpec, Schedule, train_run
 from .tables import (
     BOX_FLOOR_LABEL,
     below_floor,
@@ -26,11 +25,6 @@ from .tables import (
 __all__ = [
     "BOX_FLOOR_LABEL",
     "Efficiency",
-    "METHOD_VARIANTS",
-    "Member",
-    "RunSpec",
-    "Schedule",
-    "TINY_SAM_CONFIG",
     "below_floor",
     "box_floor",
     "comparison_headers",
@@ -48,5 +42,4 @@ __all__ = [
     "render_predictions",
     "summarise_runs",
     "time_ms",
-    "train_run",
 ]

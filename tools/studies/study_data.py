@@ -96,10 +96,10 @@ def ensure_gravel(source: str, folder: str) -> None:
         if os.path.isfile(os.path.join(folder, f"{split}.json")):
             continue
         src = os.path.join(source, split)
-        if not os.path.isdir(src):
+        if not source or not os.path.isdir(src):
             raise FileNotFoundError(
-                f"gravel source {src} not found: pass --gravel-source (the folder holding "
-                "train/ and test/ with X.jpg and X_mask.png)"
+                f"gravel source {src if source else '(none given)'} not found: pass "
+                "--gravel-source (the folder holding train/ and test/ with X.jpg and X_mask.png)"
             )
         labels_to_coco(
             find_label_pairs(src),

@@ -15,12 +15,14 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY_SAM_CONFIG = os.path.join(REPO_ROOT, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
+# The checkout's configs/ folder, next to tools/ (studies run from a checkout, never installed).
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+TINY_SAM_CONFIG = str(CONFIGS_DIR / "tiny" / "sam_tiny_to_efficientsam_tiny.yaml")
 
 # Study method name -> (MODEL.SARD.METHOD, MODEL.SARD.* overrides). The W(i) ablations keep the
 # paper's beta of each kept term and zero the others, as configs/ablations/ do.
@@ -190,6 +192,11 @@ def _write_json(path: str, data: Dict) -> None:
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated results file
 
 
+def write_results(out: Path, payload: Dict) -> None:
+    """A study's ``OUT/results.json``, written atomically (a crash never leaves half a file)."""
+    _write_json(str(Path(out) / "results.json"), payload)
+
+
 def read_results(run_dir: str) -> Optional[Dict]:
     """The run's ``results.json``, or None when the run has not finished."""
     path = os.path.join(run_dir, "results.json")
@@ -288,15 +295,9 @@ def train_run_job(job: Dict) -> Dict:
     progress bar and warnings go to ``run_dir/train.log`` (follow it with ``tail -f``), so
     parallel runs do not garble the terminal.
     """
-    torch.set_num_threads(int(job.get("threads", 1)))
-    import logging
-    import warnings
-
     from .study_data import register_splits
 
-    warnings.filterwarnings("ignore", message=".*random")
-    logging.getLogger("sard").setLevel(logging.WARNING)
-    logging.getLogger("sard.models").setLevel(logging.ERROR)  # "random init" is intended here
+    start_study_process(int(job.get("threads", 1)))
     register_splits(*job["dataset"])
     os.makedirs(job["run_dir"], exist_ok=True)
     with open(os.path.join(job["run_dir"], "train.log"), "a") as log:
@@ -305,6 +306,18 @@ def train_run_job(job: Dict) -> Dict:
                 job["config_file"], job["spec"], job["run_dir"], job.get("label", "")
             )
     return record
+
+
+def start_study_process(threads: int) -> None:
+    """Torch threads, and quiet logs: studies start their models from random weights on
+    purpose, so the "random init" warnings say nothing."""
+    import logging
+    import warnings
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message=".*random")
+    logging.getLogger("sard").setLevel(logging.WARNING)
+    logging.getLogger("sard.models").setLevel(logging.ERROR)
 
 
 def spawn_pool(workers: int):
