@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import warnings
 from typing import Optional
 
 # The detectron2 modules SARD imports (catalogs, config, engine, checkpointer, events).
@@ -32,7 +33,13 @@ def detectron2_import_error() -> Optional[str]:
         return "detectron2 is not installed"
     for name in _USED_MODULES:
         try:
-            importlib.import_module(name)
+            with warnings.catch_warnings():
+                # detectron2 scripts a few helpers with torch.jit.script, which recent torch
+                # deprecates: a warning users cannot act on, printed before every message.
+                warnings.filterwarnings(
+                    "ignore", message=r".*torch\.jit\.script.*", category=FutureWarning
+                )
+                importlib.import_module(name)
         except Exception as err:  # ImportError, or a broken build raising anything else
             return (
                 f"detectron2 is installed but `import {name}` failed ({type(err).__name__}: "
