@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +71,19 @@ def main(args: argparse.Namespace):
     return results
 
 
+def check_before_handover(args: argparse.Namespace) -> None:
+    """The config checks both engines make (values, weights paths, dataset paths), made before
+    the detectron2 script takes over, so a bad command line fails here in one line whichever
+    engine runs it."""
+    from sard.config import load_config, validate_config
+    from sard.engine.setup import register_config_datasets
+
+    training = not args.eval_only
+    cfg = load_config(args.config_file, list(args.opts), use_detectron2=True)
+    validate_config(cfg, training=training)
+    register_config_datasets(cfg, training=training)
+
+
 def resolve_engine(choice: str) -> str:
     from sard.config import detectron2_available
 
@@ -91,13 +105,17 @@ def run(argv=None) -> int:
     """Parse, pick the engine, launch; expected errors end as one line (``sard.user_errors``)."""
     args = argument_parser().parse_args(argv)
     if resolve_engine(args.engine) == "detectron2":
+        check_before_handover(args)
         # Hand over to the detectron2 project's own script (same flags, minus --engine), so
         # detectron2's launcher spawns processes from a normally importable __main__.
         script = os.path.join(REPO, "projects", "SARD", "train_net.py")
-        argv = list(sys.argv[1:] if argv is None else argv)
-        rest = [a for i, a in enumerate(argv) if not _is_engine_arg(argv, i)]
-        os.execv(sys.executable, [sys.executable, script, *rest])
-        return
+        given = list(sys.argv[1:] if argv is None else argv)
+        command = [sys.executable, script]
+        command += [a for i, a in enumerate(given) if not _is_engine_arg(given, i)]
+        if argv is None:  # the command line: this process becomes the detectron2 script
+            os.execv(sys.executable, command)
+        # Called from Python: the caller's process must survive, so the script is a child.
+        return subprocess.call(command)
     from sard.engine import launch
 
     launch(

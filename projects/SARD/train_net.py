@@ -15,6 +15,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repository root, for `sard`
 sys.path.insert(0, HERE)  # for `sard_project`
 
+from sard.config import detectron2_import_error  # noqa: E402
+
+# Imports detectron2 once, without its torch.jit deprecation noise; a broken install is one line.
+if detectron2_import_error():
+    sys.exit(f"error: {detectron2_import_error()}")
+
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
