@@ -6,7 +6,7 @@ r=7, lambda_f=1, lambda_d=0.5, mu=1, alpha=0.5, AdamW, 100 epochs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 from fvcore.common.config import CfgNode
 
@@ -144,3 +144,16 @@ def add_sard_config(cfg: CfgNode) -> None:
     _set_default(cfg.TEST, "MAX_PROMPTS", 0)  # prompts per test image; 0 = every instance
     _set_default(cfg.TEST, "PROMPT_CHUNK", 64)  # prompts decoded at once at evaluation
     _set_default(cfg.TEST, "MAX_IMAGES", 0)  # evaluate on the first N images; 0 = all
+
+
+def structure_map_kwargs(sard: CfgNode) -> Dict[str, Any]:
+    """``sard.structure.compute_structure_map``'s settings from MODEL.SARD (``sard``): beta_e,
+    beta_c, beta_d, radius, sigma and border_cells, the one reading of those keys."""
+    return dict(
+        beta_e=sard.BETA_E,
+        beta_c=sard.BETA_C,
+        beta_d=sard.BETA_D,
+        radius=sard.RADIUS,
+        sigma=sard.SIGMA,
+        border_cells=sard.BORDER_CELLS,
+    )

@@ -19,6 +19,8 @@ from ._common import (
     uniform_weight,
     valid_on_grid,
 )
+from sard.config.sard_config import structure_map_kwargs
+
 from .registry import MethodInputs, need_int, register_method
 from .representation import DistributionAlignmentLoss, FeatureConsistencyLoss
 
@@ -164,11 +166,22 @@ class SARDDistillationHead(nn.Module):
             self.dim, alpha=alpha, hidden=denoiser_hidden
         )
 
+    @property
+    def structure_settings(self) -> Optional[Dict]:
+        """What W depends on besides the teacher features (beta_e, beta_c, beta_d, radius,
+        sigma, border_cells) when W is a structure map, which the distiller then caches with
+        the teacher's taps (``weight_map`` of them) and keys the cache on; None for uniform
+        weighting, whose W needs no teacher."""
+        return dict(self.structure_kwargs) if self.weighting == "structure" else None
+
     def weight_map(
         self, teacher: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """W (B, 1, Ht, Wt) in float32, no grad: structure map or uniform, per ``weighting``;
-        with ``valid_mask`` (B, 1, Ht, Wt) both are 0 on padded cells and sum to 1 on the rest."""
+        with ``valid_mask`` (B, 1, Ht, Wt) both are 0 on padded cells and sum to 1 on the rest.
+
+        The one place W is computed (the distiller asks here too): in float32 with autocast
+        off whatever the caller's precision, as every loss reduction here is (see _common)."""
         if self.weighting == "uniform":
             return uniform_weight(teacher, valid_mask)
         # Imported here so sard.losses imports even where sard.structure is not installed yet.
@@ -241,12 +254,7 @@ def _sard_kwargs(s, inputs: MethodInputs) -> dict:
         lambda_f=s.LAMBDA_F,
         lambda_d=s.LAMBDA_D,
         alpha=alphas or s.ALPHA,
-        beta_e=s.BETA_E,
-        beta_c=s.BETA_C,
-        beta_d=s.BETA_D,
-        radius=s.RADIUS,
-        sigma=s.SIGMA,
-        border_cells=s.BORDER_CELLS,
+        **structure_map_kwargs(s),
     )
 
 

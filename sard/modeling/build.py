@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -109,20 +109,25 @@ def _tap_channels(model: nn.Module, taps, role: str):
 
 
 def teacher_cache_identity(
-    cfg: CfgNode, teacher: nn.Module, promptable: bool, structure: Dict, stage_taps=()
+    cfg: CfgNode,
+    teacher: nn.Module,
+    promptable: bool,
+    structure: Optional[Dict],
+    stage_taps=(),
 ) -> Dict:
     """What the teacher cache's entries depend on, besides the input image (see
     ``sard.modeling.teacher_cache``): the teacher (family, size, architecture overrides, image
     size and a digest of the weights actually loaded, so another checkpoint or a random init
     with another seed is another teacher), the cached outputs (taps, semantic scores, W) and, when
-    W is cached (METHOD sard), its betas, radius and sigma. ``stage_taps``: the stages a
+    W is cached, its settings ``structure`` (the head's ``structure_settings``: betas, radius,
+    sigma, border cells; None when the head caches no W). ``stage_taps``: the stages a
     multi-tap method (ReviewKD) compares."""
-    t, s = cfg.MODEL.TEACHER, cfg.MODEL.SARD
+    t = cfg.MODEL.TEACHER
     taps = [t.TAP] + [tap for tap in stage_taps if tap != t.TAP]  # as the distiller runs
     # The outputs every entry must hold.
     outputs = [t.TAP] + list(stage_taps)
     outputs += [] if promptable else ["sem_logits"]
-    outputs += ["structure_weight"] if s.METHOD == "sard" else []
+    outputs += [] if structure is None else ["structure_weight"]
     return {
         "family": t.FAMILY,
         "size": t.SIZE,
@@ -132,7 +137,7 @@ def teacher_cache_identity(
         "weights_digest": state_dict_digest(teacher),
         "taps": taps,
         "outputs": sorted(set(outputs)),
-        "structure": dict(structure) if s.METHOD == "sard" else None,
+        "structure": None if structure is None else dict(structure),
     }
 
 
@@ -214,16 +219,9 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
     task_loss = (
         PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT, kind=s.TASK_LOSS) if promptable else None
     )
-    structure = dict(
-        beta_e=s.BETA_E,
-        beta_c=s.BETA_C,
-        beta_d=s.BETA_D,
-        radius=s.RADIUS,
-        sigma=s.SIGMA,
-        border_cells=s.BORDER_CELLS,
-    )
     cache = None
     if s.CACHE.ENABLED and teacher is not None and method != "none":
+        structure = getattr(head, "structure_settings", None)  # the head owns W
         identity = teacher_cache_identity(cfg, teacher.module, promptable, structure, taps)
         cache = TeacherCache(s.CACHE.DIR, identity=identity)
     labeler = build_pseudo_labeler(cfg, teacher) if pseudo else None
@@ -236,7 +234,6 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         teacher_tap=cfg.MODEL.TEACHER.TAP,
         student_tap=cfg.MODEL.STUDENT.TAP,
         mu=s.MU,
-        structure_kwargs=structure,
         review_taps=taps,
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,

@@ -53,7 +53,6 @@ class SARDDistiller(nn.Module):
         method: "sard" | "uniform" | "cwd" | "mgd" | "kd" | "skd" | "dkd" | "reviewkd" | "none".
         teacher_tap / student_tap: names of the distilled taps.
         mu: weight of the task loss.
-        structure_kwargs: beta_e, beta_c, beta_d, radius, sigma (W(i) is cached with the taps).
         review_taps: stage taps for ReviewKD.
         cache: optional ``TeacherCache``.
         test_prompt_chunk: prompts decoded at once at evaluation.
@@ -81,7 +80,6 @@ class SARDDistiller(nn.Module):
         teacher_tap: str,
         student_tap: str,
         mu: float = 1.0,
-        structure_kwargs: Optional[Dict] = None,
         review_taps: Optional[List[str]] = None,
         cache: Optional[TeacherCache] = None,
         test_prompt_chunk: int = 64,
@@ -105,7 +103,6 @@ class SARDDistiller(nn.Module):
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
         self.mu = mu
-        self.structure_kwargs = dict(structure_kwargs or {})
         self.review_taps = list(review_taps or [])
         self.cache = cache
         self.test_prompt_chunk = test_prompt_chunk
@@ -156,7 +153,8 @@ class SARDDistiller(nn.Module):
     def _run_teacher(
         self, images: torch.Tensor, valid_hw: Optional[List]
     ) -> Dict[str, torch.Tensor]:
-        """Teacher taps, W for SARD (on each image's valid cells), semantic scores."""
+        """Teacher taps, semantic scores and, for a head whose W is a structure map, the head's
+        W of the teacher tap on each image's valid cells (cached with the taps)."""
         taps = [self.teacher_tap] + [t for t in self.review_taps if t != self.teacher_tap]
         if self.promptable:
             feats = encode(self.teacher, images, valid_hw)
@@ -165,13 +163,12 @@ class SARDDistiller(nn.Module):
             sem = self.teacher.forward_semantic(images)
             out = {name: sem.features[name] for name in taps if name in sem.features}
             out["sem_logits"] = sem.sem_logits
-        if self.method == "sard":
-            from sard.structure import compute_structure_map
-
+        # A head whose W is a structure map says so (``structure_settings``); it computes W.
+        if getattr(self.head, "structure_settings", None) is not None:
             feats = out[self.teacher_tap]
-            out["structure_weight"] = compute_structure_map(
-                feats, valid_mask=_valid_mask(valid_hw, images, feats), **self.structure_kwargs
-            ).weight
+            out["structure_weight"] = self.head.weight_map(
+                feats, _valid_mask(valid_hw, images, feats)
+            )
         return out
 
     # ------------------------------------------------------------------ training
