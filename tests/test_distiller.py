@@ -11,7 +11,7 @@ from sard.losses.prompt_mask import PromptMaskLoss
 from sard.models import build_model
 from sard.models.frozen import FrozenTeacher
 from sard.modeling import SARDDistiller
-from sard.modeling.distiller import encode
+from sard.models.base import encode
 from sard.structure import valid_cells
 
 

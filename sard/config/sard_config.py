@@ -157,3 +157,11 @@ def structure_map_kwargs(sard: CfgNode) -> Dict[str, Any]:
         sigma=sard.SIGMA,
         border_cells=sard.BORDER_CELLS,
     )
+
+
+def resize_mode(cfg: CfgNode) -> str:
+    """How a promptable student's mapper resizes images: INPUT.RESIZE_MODE, or when it is ""
+    the student family's own ("stretch" for EfficientSAM, "longest_pad" for SAM)."""
+    if cfg.INPUT.RESIZE_MODE:
+        return cfg.INPUT.RESIZE_MODE
+    return "stretch" if cfg.MODEL.STUDENT.FAMILY == "efficient_sam" else "longest_pad"

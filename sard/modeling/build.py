@@ -166,7 +166,7 @@ def build_pseudo_labeler(cfg: CfgNode, teacher: nn.Module):
     """The ``PseudoLabeler`` of MODEL.SARD.PSEUDO_LABELS for ``teacher``: its masks are stored
     beside the teacher cache on disk when MODEL.SARD.CACHE.ENABLED with a CACHE.DIR, else in
     memory (each model input is segmented once per process)."""
-    from sard.engine.builders import resize_mode
+    from sard.config.sard_config import resize_mode
 
     from .pseudo_label_store import PseudoLabelStore
     from .pseudo_labels import PromptSettings, PseudoLabeler, PseudoLabelSettings

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sard.data.image_folder import UNLABELED_KEY
-from sard.models.base import Prompts
+from sard.models.base import Prompts, encode
 from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
 from .batching import collate_prompts, stack_images
@@ -362,17 +362,6 @@ class SARDDistiller(nn.Module):
         if not masks:
             return {"pred_masks": torch.zeros(0, h, w, dtype=torch.bool), "scores": torch.zeros(0)}
         return {"pred_masks": torch.cat(masks).cpu(), "scores": torch.cat(scores).cpu()}
-
-
-def encode(model: nn.Module, images: torch.Tensor, valid_hw: Optional[List]) -> Dict:
-    """``model.extract_features``; a model that pads (SAM, "longest_pad") is told where each
-    image's valid region ends, so its padding is zero after normalisation, as in official SAM.
-
-    The mapper pads with 0 in 0-255 units, which SAM's normalisation would turn into about -2.
-    """
-    if valid_hw is not None and getattr(model, "resize_mode", None) == "longest_pad":
-        return model.extract_features(images, valid_hw=valid_hw)
-    return model.extract_features(images)
 
 
 def _valid_mask(

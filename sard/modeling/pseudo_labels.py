@@ -42,6 +42,7 @@ import torch.nn as nn
 from sard.data.image_folder import UNLABELED_KEY
 from sard.data.masks import decode_many
 from sard.data.prompts import sample_prompts
+from sard.models.base import encode
 
 from .pseudo_label_store import PseudoLabels, PseudoLabelStore
 from .teacher_cache import image_key
@@ -210,8 +211,6 @@ class PseudoLabeler:
         self, image: torch.Tensor, hw: Tuple[int, int], embedding: Optional[torch.Tensor]
     ) -> PseudoLabels:
         from sard.export.automatic import SardAutomaticMaskGenerator
-
-        from .distiller import encode
 
         h, w = hw
         if embedding is None:
