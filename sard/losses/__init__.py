@@ -6,6 +6,7 @@ with ``get_method(name).from_config(cfg, inputs)`` or by name with explicit hype
 terms, summed with ``total_loss``.
 """
 
+from ._common import resize_labels, resize_to
 from .cwd import ChannelWiseDistillationLoss
 from .dkd import DKDLoss
 from .factory import build_distillation_loss, total_loss
@@ -36,5 +37,7 @@ __all__ = [
     "hierarchical_context_loss",
     "method_names",
     "normalize_per_position",
+    "resize_labels",
+    "resize_to",
     "total_loss",
 ]

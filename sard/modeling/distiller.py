@@ -30,9 +30,9 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sard.data.image_folder import UNLABELED_KEY
+from sard.losses import resize_labels, resize_to
 from sard.models.base import Prompts, encode
 from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
@@ -268,7 +268,7 @@ class SARDDistiller(nn.Module):
         s_out = self.student.predict_masks(s_feats, batch.prompts, multimask=multimask)
         size = batch.images.shape[-2:]
         # Compare at input resolution, as SAM trains: tiny objects vanish at 1/4 resolution.
-        logits = _upsample_masks(s_out.mask_logits, size)
+        logits = resize_to(s_out.mask_logits, size)
         losses = self.task_loss(logits, batch.gt_masks, batch.valid, s_out.iou_pred)
         losses = {k: v * self.mu for k, v in losses.items()}
         if self.method == "none":
@@ -280,7 +280,7 @@ class SARDDistiller(nn.Module):
             with torch.no_grad():
                 feats = {self.teacher_tap: t_out[self.teacher_tap]}
                 t_pred = self.teacher.predict_masks(feats, batch.prompts, multimask=multimask)
-            return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
+            return resize_to(t_pred.mask_logits, size)[batch.valid]
 
         # Per-image valid masks; mask logits are per prompt (its image's mask).
         prompt_image = torch.nonzero(batch.valid)[:, 0]
@@ -310,9 +310,9 @@ class SARDDistiller(nn.Module):
         # each converts its own to logits for the logit-based baselines.
         def teacher_logits() -> torch.Tensor:
             t = self.teacher.kd_logits(t_out["sem_logits"])
-            return _match_size(t, s_out.sem_logits.shape[-2:])
+            return resize_to(t, s_out.sem_logits.shape[-2:])
 
-        target = _match_targets(torch.stack(targets), s_out.sem_logits.shape[-2:])
+        target = resize_labels(torch.stack(targets), s_out.sem_logits.shape[-2:])
         s_logits = self.student.kd_logits(s_out.sem_logits)
         terms = self._distill(
             s_out.features,
@@ -338,7 +338,7 @@ class SARDDistiller(nn.Module):
             # Drop the canvas padding before resizing back, or a padded image's predictions
             # would be stretched over the original (as detectron2's sem_seg_postprocess crops).
             ih, iw = (int(v) for v in x.get("input_hw", scores.shape[-2:]))
-            scores = _match_size(scores[..., :ih, :iw], (int(x["height"]), int(x["width"])))
+            scores = resize_to(scores[..., :ih, :iw], (int(x["height"]), int(x["width"])))
             results.append({"sem_seg": scores[0]})
         return results
 
@@ -378,25 +378,3 @@ def _valid_mask(
     from sard.structure import valid_cells
 
     return valid_cells(valid_hw, frame, reference.shape[-2:], device=reference.device)
-
-
-def _upsample_masks(mask_logits: torch.Tensor, size) -> torch.Tensor:
-    """(B, Q, M, h, w) -> (B, Q, M, H, W) bilinear."""
-    b, q, m, h, w = mask_logits.shape
-    if (h, w) == tuple(size):
-        return mask_logits
-    up = F.interpolate(mask_logits.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-    return up.view(b, q, m, *size)
-
-
-def _match_size(x: torch.Tensor, size) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _match_targets(target: torch.Tensor, size) -> torch.Tensor:
-    """Nearest-neighbour resize of (B, H, W) label maps (ignore label kept) to the logit grid."""
-    if tuple(target.shape[-2:]) == tuple(size):
-        return target
-    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
