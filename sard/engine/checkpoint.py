@@ -33,7 +33,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from sard.local_paths import require_local_path
-from sard.models.checkpoint import load_checkpoint_file
+from sard.models.checkpoint import load_checkpoint_file, state_dict_differences
 from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -152,13 +152,10 @@ def check_student_fits(path: str, state: Dict[str, torch.Tensor], own: Dict) -> 
     """
     state = _fit_student(state, own)
     own_keys = set(own)
-    student_missing = sorted(k for k in own_keys - set(state) if k.startswith(STUDENT_PREFIX))
-    unexpected = sorted(k for k in set(state) - own_keys if not k.startswith(HEAD_PREFIX))
-    shape = sorted(
-        k
-        for k in own_keys & set(state)
-        if k.startswith(STUDENT_PREFIX) and tuple(state[k].shape) != tuple(own[k].shape)
-    )
+    diff = state_dict_differences(own, state)
+    student_missing = [k for k in diff.missing if k.startswith(STUDENT_PREFIX)]
+    unexpected = [k for k in diff.unexpected if not k.startswith(HEAD_PREFIX)]
+    shape = [k for k in diff.mismatched if k.startswith(STUDENT_PREFIX)]
     if student_missing or unexpected or shape:
         parts = []
         if student_missing:
