@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
+from sard.atomic_files import atomic_write
 from sard.local_paths import require_local_path
 from sard.models.checkpoint import load_checkpoint_file, state_dict_differences
 from sard.user_errors import UserError
@@ -50,24 +51,6 @@ class CheckpointError(UserError, RuntimeError):
 
 class CheckpointSaveError(UserError, OSError):
     """A checkpoint could not be written; the previous one is intact."""
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
-
-    Readers see either the old file or the complete new one, never a torn one.
-    """
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _pid_alive(pid: int) -> bool:

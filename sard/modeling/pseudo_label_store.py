@@ -25,6 +25,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from sard.atomic_files import atomic_write_json
 from sard.data.masks import rle_problem
 
 from .teacher_cache import IDENTITY_FILE, identity_fingerprint
@@ -105,17 +106,10 @@ class PseudoLabelStore:
             os.makedirs(self.directory, exist_ok=True)
             path = os.path.join(self.directory, IDENTITY_FILE)
             if not os.path.isfile(path):
-                self._write_json(path, self.identity)
+                atomic_write_json(path, self.identity, durable=False, sort_keys=True, default=str)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.json")
-
-    @staticmethod
-    def _write_json(path: str, data: Dict[str, Any]) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True, default=str)
-        os.replace(tmp, path)
 
     def get(self, key: str) -> Optional[PseudoLabels]:
         """The entry of ``key``, or None when missing or unusable."""
@@ -166,7 +160,7 @@ class PseudoLabelStore:
             "content": content,
             "sha1": content_digest(content),
         }
-        self._write_json(self._path(key), record)
+        atomic_write_json(self._path(key), record, durable=False, sort_keys=True, default=str)
 
     def __len__(self) -> int:
         if not self.directory:

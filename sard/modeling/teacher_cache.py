@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from sard.atomic_files import atomic_write, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 ENTRY_FORMAT = 2  # bump when the entry layout changes; older entries are then recomputed
@@ -117,10 +119,7 @@ class TeacherCache:
         path = os.path.join(self.directory, IDENTITY_FILE)
         if os.path.isfile(path):
             return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.identity, f, indent=1, sort_keys=True, default=str)
-        os.replace(tmp, path)
+        atomic_write_json(path, self.identity, durable=False, indent=1, sort_keys=True, default=str)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.pt")
@@ -220,9 +219,7 @@ class TeacherCache:
                 "shapes": {name: list(t.shape) for name, t in entry.items()},
                 "sha1": {name: tensor_digest(t) for name, t in entry.items()},
             }
-            tmp = self._path(key) + f".tmp{os.getpid()}"
-            torch.save(record, tmp)
-            os.replace(tmp, self._path(key))
+            atomic_write(self._path(key), lambda f: torch.save(record, f), durable=False)
 
     def __len__(self) -> int:
         if not self.directory:
