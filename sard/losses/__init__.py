@@ -7,6 +7,7 @@ terms, summed with ``total_loss``.
 """
 
 from ._common import resize_labels, resize_to
+from .base import DistillationLoss, DistillationPair
 from .cwd import ChannelWiseDistillationLoss
 from .dkd import DKDLoss
 from .factory import build_distillation_loss, total_loss
@@ -22,7 +23,9 @@ __all__ = [
     "AttentionBasedFusion",
     "ChannelWiseDistillationLoss",
     "DKDLoss",
+    "DistillationLoss",
     "DistillationMethod",
+    "DistillationPair",
     "DistributionAlignmentLoss",
     "FeatureConsistencyLoss",
     "LogitKDLoss",
