@@ -108,6 +108,21 @@ def _tap_channels(model: nn.Module, taps, role: str):
     return [model.tap_channels[t] for t in taps]
 
 
+def _teacher_identity(cfg: CfgNode, teacher: nn.Module) -> Dict:
+    """Which teacher this is: family, size, architecture overrides, image size, weights path and
+    a digest of the weights actually loaded (another checkpoint, or a random init with another
+    seed, is another teacher)."""
+    t = cfg.MODEL.TEACHER
+    return {
+        "family": t.FAMILY,
+        "size": t.SIZE,
+        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
+        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
+        "weights": t.WEIGHTS,
+        "weights_digest": state_dict_digest(teacher),
+    }
+
+
 def teacher_cache_identity(
     cfg: CfgNode,
     teacher: nn.Module,
@@ -116,9 +131,8 @@ def teacher_cache_identity(
     stage_taps=(),
 ) -> Dict:
     """What the teacher cache's entries depend on, besides the input image (see
-    ``sard.modeling.teacher_cache``): the teacher (family, size, architecture overrides, image
-    size and a digest of the weights actually loaded, so another checkpoint or a random init
-    with another seed is another teacher), the cached outputs (taps, semantic scores, W) and, when
+    ``sard.modeling.teacher_cache``): the teacher (``_teacher_identity``), the cached outputs
+    (taps, semantic scores, W) and, when
     W is cached, its settings ``structure`` (the head's ``structure_settings``: betas, radius,
     sigma, border cells; None when the head caches no W). ``stage_taps``: the stages a
     multi-tap method (ReviewKD) compares."""
@@ -129,12 +143,7 @@ def teacher_cache_identity(
     outputs += [] if promptable else ["sem_logits"]
     outputs += [] if structure is None else ["structure_weight"]
     return {
-        "family": t.FAMILY,
-        "size": t.SIZE,
-        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
-        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
-        "weights": t.WEIGHTS,
-        "weights_digest": state_dict_digest(teacher),
+        **_teacher_identity(cfg, teacher),
         "taps": taps,
         "outputs": sorted(set(outputs)),
         "structure": None if structure is None else dict(structure),
@@ -142,21 +151,15 @@ def teacher_cache_identity(
 
 
 def pseudo_label_identity(cfg: CfgNode, teacher: nn.Module, resize_mode: str) -> Dict:
-    """What pseudo-masks depend on besides the model input: the teacher (as in
-    ``teacher_cache_identity``: family, size, architecture, image size, weights digest), the
-    mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks."""
+    """What pseudo-masks depend on besides the model input: the teacher
+    (``_teacher_identity``), the mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks.
+    """
     from .pseudo_labels import PseudoLabelSettings
 
-    t = cfg.MODEL.TEACHER
     settings = PseudoLabelSettings.from_cfg(cfg).__dict__.copy()
     settings.pop("points_per_batch")  # memory only
     return {
-        "family": t.FAMILY,
-        "size": t.SIZE,
-        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
-        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
-        "weights": t.WEIGHTS,
-        "weights_digest": state_dict_digest(teacher),
+        **_teacher_identity(cfg, teacher),
         "resize_mode": resize_mode,
         "pseudo_labels": settings,
     }
