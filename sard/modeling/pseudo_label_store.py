@@ -21,14 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from sard.atomic_files import atomic_write_json
 from sard.data.masks import rle_problem
 
-from .teacher_cache import IDENTITY_FILE, identity_fingerprint
+from .teacher_cache import IDENTITY_FILE, identity_fingerprint, read_entry
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +84,11 @@ def _entry_problem(raw: Any, fingerprint: str, key: str) -> Optional[str]:
     return None
 
 
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 class PseudoLabelStore:
     """In-memory (``directory=""``) or on-disk store of :class:`PseudoLabels` per model input.
 
@@ -126,18 +130,14 @@ class PseudoLabelStore:
         path = self._path(key)
         if not os.path.isfile(path):
             return None
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except (OSError, ValueError) as err:
-            problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
-        else:
-            problem = _entry_problem(raw, self.fingerprint, key)
-        if problem is not None:
+        raw = read_entry(
+            path,
+            _read_json,
+            lambda raw: _entry_problem(raw, self.fingerprint, key),
+            "pseudo-label entry",
+        )
+        if raw is None:
             self.recomputed += 1
-            message = f"pseudo-label entry {path} {problem}; recomputing it"
-            warnings.warn(message, stacklevel=3)
-            logger.warning(message)
             return None
         c = raw["content"]
         return PseudoLabels(

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -89,6 +89,29 @@ def _content_problem(tensors: Dict[str, torch.Tensor]) -> Optional[str]:
     return None
 
 
+def read_entry(
+    path: str,
+    read: Callable[[str], Any],
+    problem_of: Callable[[Any], Optional[str]],
+    what: str,
+) -> Optional[Any]:
+    """``read(path)`` when the file reads and ``problem_of`` finds nothing wrong with it; else
+    None, with a warning naming ``what`` and ``path`` and saying why it is recomputed (a cache
+    entry is never trusted blindly, nor is a bad one fatal)."""
+    try:
+        raw = read(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+        problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
+    else:
+        problem = problem_of(raw)
+    if problem is None:
+        return raw
+    message = f"{what} {path} {problem}; recomputing it"
+    warnings.warn(message, stacklevel=4)
+    logger.warning(message)
+    return None
+
+
 class TeacherCache:
     """In-memory (``directory=""``) or on-disk store of per-image teacher tensors.
 
@@ -131,22 +154,17 @@ class TeacherCache:
         path = self._path(key)
         if not os.path.isfile(path):
             return None
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
-            problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
-        else:
-            problem = self._entry_problem(raw, key)
-        if problem is None:
-            tensors = raw["tensors"]
-            problem = self._layout_problem(tensors, layout_key)
-        if problem is not None:
+        raw = read_entry(
+            path,
+            lambda p: torch.load(p, map_location="cpu", weights_only=True),
+            lambda raw: self._entry_problem(raw, key)
+            or self._layout_problem(raw["tensors"], layout_key),
+            "teacher cache entry",
+        )
+        if raw is None:
             self.recomputed += 1
-            message = f"teacher cache entry {path} {problem}; recomputing it"
-            warnings.warn(message, stacklevel=3)
-            logger.warning(message)
             return None
-        return tensors
+        return raw["tensors"]
 
     def _entry_problem(self, raw: Any, key: str) -> Optional[str]:
         """Why a loaded disk entry is unusable, or None."""
