@@ -26,7 +26,7 @@ def load_student(
     """
     from sard.config import load_config
     from sard.modeling import build_member
-    from sard.models.checkpoint import require_local_path
+    from sard.local_paths import require_local_path
 
     cfg = load_config(config_file, list(opts))
     weights = cfg.MODEL.WEIGHTS or cfg.MODEL.STUDENT.WEIGHTS

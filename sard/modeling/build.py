@@ -53,7 +53,8 @@ def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
     (through ``load_checkpoint``, with its resizing rules), or whatever the family's own
     ``load_weights`` reads (a transformers folder for Mask2Former, a timm ViT state dict).
     """
-    from sard.models.checkpoint import load_checkpoint, require_local_path
+    from sard.local_paths import require_local_path
+    from sard.models.checkpoint import load_checkpoint
 
     key = f"MODEL.{role.upper()}.WEIGHTS"
     path, unsafe = node.WEIGHTS, node.ALLOW_UNSAFE_PICKLE

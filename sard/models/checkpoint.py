@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sard.local_paths import RemoteWeightsError, require_local_path  # noqa: F401 (re-exported)
+from sard.local_paths import require_local_path
 from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)

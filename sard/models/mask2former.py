@@ -20,8 +20,10 @@ from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerForUniversalSegmentationOutput,
 )
 
+from sard.local_paths import require_local_path
+
 from .base import SemanticOutput
-from .checkpoint import load_exactly, read_state_dict, require_local_path
+from .checkpoint import load_exactly, read_state_dict
 from .mask2former_configs import (
     STAGES,
     quiet_backbone_support_warning,
