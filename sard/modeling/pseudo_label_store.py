@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from sard.atomic_files import atomic_write_json
 from sard.data.masks import rle_problem
 
-from .teacher_cache import IDENTITY_FILE, identity_fingerprint, read_entry
+from .teacher_cache import IDENTITY_FILE, open_entry_store, read_entry
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +97,8 @@ class PseudoLabelStore:
     """
 
     def __init__(self, directory: str = "", identity: Optional[Dict[str, Any]] = None) -> None:
-        self.identity = dict(identity or {})
-        self.fingerprint = identity_fingerprint(self.identity)
-        self.directory = (
-            os.path.join(directory, f"pseudo_labels-{self.fingerprint}") if directory else ""
-        )
+        open_entry_store(self, directory, identity, folder_prefix="pseudo_labels-")
         self._memory: Dict[str, PseudoLabels] = {}
-        self.hits = 0
-        self.misses = 0
-        self.recomputed = 0
-        if self.directory:
-            os.makedirs(self.directory, exist_ok=True)
-            path = os.path.join(self.directory, IDENTITY_FILE)
-            if not os.path.isfile(path):
-                atomic_write_json(path, self.identity, durable=False, sort_keys=True, default=str)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.json")

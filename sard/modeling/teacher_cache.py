@@ -89,6 +89,37 @@ def _content_problem(tensors: Dict[str, torch.Tensor]) -> Optional[str]:
     return None
 
 
+def open_entry_store(
+    store: Any,
+    directory: str,
+    identity: Optional[Dict[str, Any]],
+    folder_prefix: str,
+    identity_indent: Optional[int] = None,
+) -> None:
+    """Set up what the teacher cache and the pseudo-label store share on ``store``: its
+    ``identity`` and ``fingerprint``, its ``directory`` (``directory/<folder_prefix><fingerprint>``,
+    "" = in memory), counters ``hits``, ``misses``, ``recomputed`` at 0; on disk, the folder
+    and its identity file (written once, so a folder always says what it holds)."""
+    store.identity = dict(identity or {})
+    store.fingerprint = identity_fingerprint(store.identity)
+    store.directory = (
+        os.path.join(directory, folder_prefix + store.fingerprint) if directory else ""
+    )
+    store.hits = store.misses = store.recomputed = 0
+    if store.directory:
+        os.makedirs(store.directory, exist_ok=True)
+        path = os.path.join(store.directory, IDENTITY_FILE)
+        if not os.path.isfile(path):
+            atomic_write_json(
+                path,
+                store.identity,
+                durable=False,
+                indent=identity_indent,
+                sort_keys=True,
+                default=str,
+            )
+
+
 def read_entry(
     path: str,
     read: Callable[[str], Any],
@@ -124,25 +155,11 @@ class TeacherCache:
     """
 
     def __init__(self, directory: str = "", identity: Optional[Dict[str, Any]] = None) -> None:
-        self.identity = dict(identity or {})
-        self.fingerprint = identity_fingerprint(self.identity)
+        open_entry_store(self, directory, identity, folder_prefix="", identity_indent=1)
         self.outputs = sorted(self.identity["outputs"]) if "outputs" in self.identity else None
-        self.directory = os.path.join(directory, self.fingerprint) if directory else ""
         self._memory: Dict[str, Dict[str, torch.Tensor]] = {}
         # Shapes per image shape seen in this process: every entry must agree with the first.
         self._layout: Dict[Tuple[int, ...], Dict[str, Tuple[int, ...]]] = {}
-        self.hits = 0
-        self.misses = 0
-        self.recomputed = 0
-        if self.directory:
-            os.makedirs(self.directory, exist_ok=True)
-            self._write_identity()
-
-    def _write_identity(self) -> None:
-        path = os.path.join(self.directory, IDENTITY_FILE)
-        if os.path.isfile(path):
-            return
-        atomic_write_json(path, self.identity, durable=False, indent=1, sort_keys=True, default=str)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.pt")
