@@ -146,17 +146,14 @@ def add_sard_config(cfg: CfgNode) -> None:
     _set_default(cfg.TEST, "MAX_IMAGES", 0)  # evaluate on the first N images; 0 = all
 
 
+# compute_structure_map's settings; each is read from the MODEL.SARD key of its name in capitals.
+STRUCTURE_MAP_SETTINGS = ("beta_e", "beta_c", "beta_d", "radius", "sigma", "border_cells")
+
+
 def structure_map_kwargs(sard: CfgNode) -> Dict[str, Any]:
     """``sard.structure.compute_structure_map``'s settings from MODEL.SARD (``sard``): beta_e,
     beta_c, beta_d, radius, sigma and border_cells, the one reading of those keys."""
-    return dict(
-        beta_e=sard.BETA_E,
-        beta_c=sard.BETA_C,
-        beta_d=sard.BETA_D,
-        radius=sard.RADIUS,
-        sigma=sard.SIGMA,
-        border_cells=sard.BORDER_CELLS,
-    )
+    return {name: sard[name.upper()] for name in STRUCTURE_MAP_SETTINGS}
 
 
 def resize_mode(cfg: CfgNode) -> str:
