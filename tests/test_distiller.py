@@ -11,7 +11,7 @@ from sard.losses.prompt_mask import PromptMaskLoss
 from sard.models import build_model
 from sard.models.frozen import FrozenTeacher
 from sard.modeling import SARDDistiller
-from sard.modeling.distiller import encode
+from sard.models.base import encode
 from sard.structure import valid_cells
 
 
@@ -99,6 +99,9 @@ class _Recorder(nn.Module):
         super().__init__()
         self.head = head
         self.consumes, self.handles_padding = head.consumes, True
+        # The distiller asks the head for W (SARD's structure map), cached with the taps.
+        self.structure_settings = getattr(head, "structure_settings", None)
+        self.weight_map = getattr(head, "weight_map", None)
         self.seen = {}
 
     def forward(self, student, teacher, weight=None, targets=None, valid_mask=None):
@@ -111,7 +114,11 @@ def test_padded_images_give_their_valid_cells_to_w_and_the_losses(method):
     torch.manual_seed(0)
     teacher = FrozenTeacher(build_model("sam", size="tiny", image_size=64))
     student = build_model("sam", size="tiny", image_size=64)
-    hp = dict(dim=16) if method == "sard" else dict(logit_form="mask") if method == "cwd" else {}
+    hp = (
+        dict(dim=16, radius=2)
+        if method == "sard"
+        else dict(logit_form="mask") if method == "cwd" else {}
+    )
     head = build_distillation_loss(method, student_channels=256, teacher_channels=256, **hp)
     recorder = _Recorder(head)
     distiller = SARDDistiller(
@@ -122,7 +129,6 @@ def test_padded_images_give_their_valid_cells_to_w_and_the_losses(method):
         method=method,
         teacher_tap="image_embedding",
         student_tap="image_embedding",
-        structure_kwargs=dict(radius=2),
     ).train()
     losses = distiller(_padded_batch())
     assert all(torch.isfinite(v) for v in losses.values())
@@ -141,6 +147,37 @@ def test_padded_images_give_their_valid_cells_to_w_and_the_losses(method):
         w = recorder.seen["weight"]
         assert w[~valid.expand_as(w)].abs().max() == 0
         torch.testing.assert_close(w.sum(dim=(1, 2, 3)), torch.ones(2))
+
+
+@pytest.mark.parametrize("weighting", ["sard", "uniform"])
+def test_the_distiller_takes_w_from_the_head_in_float32_under_autocast(weighting):
+    """One W: the cached one is the head's ``weight_map`` (autocast off, float32), with the
+    head's own settings; uniform weighting caches none (the head makes it in forward)."""
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(build_model("sam", size="tiny", image_size=64))
+    head = build_distillation_loss(
+        weighting, student_channels=256, teacher_channels=256, dim=16, radius=2
+    )
+    distiller = SARDDistiller(
+        teacher=teacher,
+        student=build_model("sam", size="tiny", image_size=64),
+        distill_loss=head,
+        task_loss=PromptMaskLoss(),
+        method=weighting,
+        teacher_tap="image_embedding",
+        student_tap="image_embedding",
+    )
+    images = torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = distiller._run_teacher(images, [(32, 64), (64, 64)])
+    if weighting == "uniform":
+        assert "structure_weight" not in out
+        return
+    w = out["structure_weight"]
+    assert w.dtype == torch.float32
+    valid = valid_cells([(32, 64), (64, 64)], (64, 64), (4, 4))
+    expected = head.weight_map(out["image_embedding"].float(), valid)  # outside autocast
+    torch.testing.assert_close(w, expected)
 
 
 @pytest.mark.parametrize("mode", ["always", "never", "auto"])

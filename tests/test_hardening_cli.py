@@ -78,10 +78,10 @@ def test_status_and_interrupt(capsys):
 
 def test_library_errors_are_user_errors():
     from sard.data import DatasetError, ImageReadError
+    from sard.local_paths import RemoteWeightsError
     from sard.models.checkpoint import (
         CheckpointMismatchError,
         CorruptCheckpointError,
-        RemoteWeightsError,
         UnsafeCheckpointError,
     )
 

@@ -17,12 +17,8 @@ import pytest
 import torch
 
 from sard.config import load_config
-from sard.models.checkpoint import (
-    CorruptCheckpointError,
-    RemoteWeightsError,
-    UnsafeCheckpointError,
-    read_state_dict,
-)
+from sard.local_paths import RemoteWeightsError
+from sard.models.checkpoint import CorruptCheckpointError, UnsafeCheckpointError, read_state_dict
 from sard.modeling import build_member
 from sard.modeling.build import build_distiller
 from sard.modeling.teacher_cache import TeacherCache, image_key, tensor_digest

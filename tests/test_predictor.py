@@ -15,7 +15,7 @@ from sard.data.masks import encode_mask
 from sard.data.transforms import make_plan
 from sard.export import SardPredictor
 from sard.models import Prompts, build_model
-from sard.modeling.distiller import encode
+from sard.models.base import encode
 
 SIZE = 64
 H, W = 48, 80  # not square and not the model size: exercises resize, padding and stretch

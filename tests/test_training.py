@@ -205,7 +205,7 @@ def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, d
         )
     # Cached taps are the teacher's features in fp16, with W(i) stored beside them.
     from sard.engine.builders import build_mapper
-    from sard.modeling.distiller import encode
+    from sard.models.base import encode
     from sard.modeling.teacher_cache import image_key
 
     sample = build_mapper(cfg, is_train=True)(dict(trainer.records[0]))

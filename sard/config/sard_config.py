@@ -6,7 +6,7 @@ r=7, lambda_f=1, lambda_d=0.5, mu=1, alpha=0.5, AdamW, 100 epochs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 from fvcore.common.config import CfgNode
 
@@ -144,3 +144,21 @@ def add_sard_config(cfg: CfgNode) -> None:
     _set_default(cfg.TEST, "MAX_PROMPTS", 0)  # prompts per test image; 0 = every instance
     _set_default(cfg.TEST, "PROMPT_CHUNK", 64)  # prompts decoded at once at evaluation
     _set_default(cfg.TEST, "MAX_IMAGES", 0)  # evaluate on the first N images; 0 = all
+
+
+# compute_structure_map's settings; each is read from the MODEL.SARD key of its name in capitals.
+STRUCTURE_MAP_SETTINGS = ("beta_e", "beta_c", "beta_d", "radius", "sigma", "border_cells")
+
+
+def structure_map_kwargs(sard: CfgNode) -> Dict[str, Any]:
+    """``sard.structure.compute_structure_map``'s settings from MODEL.SARD (``sard``): beta_e,
+    beta_c, beta_d, radius, sigma and border_cells, the one reading of those keys."""
+    return {name: sard[name.upper()] for name in STRUCTURE_MAP_SETTINGS}
+
+
+def resize_mode(cfg: CfgNode) -> str:
+    """How a promptable student's mapper resizes images: INPUT.RESIZE_MODE, or when it is ""
+    the student family's own ("stretch" for EfficientSAM, "longest_pad" for SAM)."""
+    if cfg.INPUT.RESIZE_MODE:
+        return cfg.INPUT.RESIZE_MODE
+    return "stretch" if cfg.MODEL.STUDENT.FAMILY == "efficient_sam" else "longest_pad"

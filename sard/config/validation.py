@@ -184,12 +184,14 @@ def check_values(cfg: CfgNode) -> None:
 
 def check_pseudo_label_values(cfg: CfgNode) -> None:
     """MODEL.SARD.PSEUDO_LABELS.ENABLED needs a promptable teacher and student."""
-    promptable = ("sam", "efficient_sam")
+    from sard.models.base import PROMPTABLE_FAMILIES, is_promptable_family
+
     t, st = cfg.MODEL.TEACHER.FAMILY, cfg.MODEL.STUDENT.FAMILY
-    if cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED and not (t in promptable and st in promptable):
+    promptable = is_promptable_family(t) and is_promptable_family(st)
+    if cfg.MODEL.SARD.PSEUDO_LABELS.ENABLED and not promptable:
         raise ConfigError(
             "MODEL.SARD.PSEUDO_LABELS.ENABLED needs a promptable pair (MODEL.TEACHER/STUDENT.FAMILY"
-            f" sam or efficient_sam), got {t} -> {st}"
+            f" {' or '.join(PROMPTABLE_FAMILIES)}), got {t} -> {st}"
         )
 
 

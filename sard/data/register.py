@@ -17,7 +17,7 @@ example detectron2's own Cityscapes/ADE20K registrations) are left untouched.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 from .catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_instances
@@ -128,23 +128,25 @@ def register_rockfrag_semantic(
 
 def register_cityscapes_semantic(name: str, image_dir: str, gt_dir: str) -> None:
     """Register a Cityscapes fine semantic split (labelTrainIds, 19 classes)."""
-    DatasetCatalog.register(name, lambda: load_cityscapes_semantic(image_dir, gt_dir))
-    MetadataCatalog.get(name).set(
-        image_dir=image_dir,
-        gt_dir=gt_dir,
-        stuff_classes=list(CITYSCAPES_CLASSES),
-        evaluator_type=SEMANTIC_EVALUATOR,
-        ignore_label=IGNORE_LABEL,
+    _register_semantic_folders(
+        name, image_dir, gt_dir, load_cityscapes_semantic, CITYSCAPES_CLASSES
     )
 
 
 def register_ade20k_semantic(name: str, image_dir: str, gt_dir: str) -> None:
     """Register an ADE20K (SceneParsing, 150 classes) split in detectron2's layout."""
-    DatasetCatalog.register(name, lambda: load_ade20k_semantic(image_dir, gt_dir))
+    _register_semantic_folders(name, image_dir, gt_dir, load_ade20k_semantic, ADE20K_CLASSES)
+
+
+def _register_semantic_folders(
+    name: str, image_dir: str, gt_dir: str, load: Callable, classes: Sequence[str]
+) -> None:
+    """Register ``load(image_dir, gt_dir)`` (read lazily) as ``name``, with its classes."""
+    DatasetCatalog.register(name, lambda: load(image_dir, gt_dir))
     MetadataCatalog.get(name).set(
         image_dir=image_dir,
         gt_dir=gt_dir,
-        stuff_classes=list(ADE20K_CLASSES),
+        stuff_classes=list(classes),
         evaluator_type=SEMANTIC_EVALUATOR,
         ignore_label=IGNORE_LABEL,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from glob import glob
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -79,21 +79,14 @@ def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> List[Dict[str, Any]
     images = sorted(glob(os.path.join(image_dir, "*", "*_leftImg8bit.png")))
     if not images:
         raise DatasetError(f"{image_dir}: no */*_leftImg8bit.png images found")
-    dicts, missing = [], []
-    for path in images:
+
+    def label_of(path: str) -> Tuple[str, str]:
         city = os.path.basename(os.path.dirname(path))
         stem = os.path.basename(path)[: -len("_leftImg8bit.png")]
-        gt = os.path.join(gt_dir, city, stem + "_gtFine_labelTrainIds.png")
-        if not os.path.isfile(gt):
-            missing.append(gt)
-            continue
-        dicts.append(_semantic_dict(path, gt, stem))
-    if missing:
-        raise DatasetError(
-            f"{gt_dir}: {len(missing)} label file(s) missing, e.g. {missing[0]} "
-            "(create *_labelTrainIds.png with datasets/prepare_cityscapes_sem_seg.py)"
-        )
-    return dicts
+        return stem, os.path.join(gt_dir, city, stem + "_gtFine_labelTrainIds.png")
+
+    hint = "create *_labelTrainIds.png with datasets/prepare_cityscapes_sem_seg.py"
+    return _paired_dicts(images, gt_dir, label_of, hint)
 
 
 def load_ade20k_semantic(image_dir: str, gt_dir: str) -> List[Dict[str, Any]]:
@@ -103,18 +96,30 @@ def load_ade20k_semantic(image_dir: str, gt_dir: str) -> List[Dict[str, Any]]:
     images = sorted(glob(os.path.join(image_dir, "*.jpg")))
     if not images:
         raise DatasetError(f"{image_dir}: no *.jpg images found")
+
+    def label_of(path: str) -> Tuple[str, str]:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        return stem, os.path.join(gt_dir, stem + ".png")
+
+    hint = "create annotations_detectron2 with datasets/prepare_ade20k_sem_seg.py"
+    return _paired_dicts(images, gt_dir, label_of, hint)
+
+
+def _paired_dicts(
+    images: List[str], gt_dir: str, label_of: Callable[[str], Tuple[str, str]], hint: str
+) -> List[Dict[str, Any]]:
+    """One dict per image, ``label_of(image) -> (image_id, label path)``; a DatasetError (with
+    ``hint``, how to make them) when any label file is missing."""
     dicts, missing = [], []
     for path in images:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        gt = os.path.join(gt_dir, stem + ".png")
+        stem, gt = label_of(path)
         if not os.path.isfile(gt):
             missing.append(gt)
             continue
         dicts.append(_semantic_dict(path, gt, stem))
     if missing:
         raise DatasetError(
-            f"{gt_dir}: {len(missing)} label file(s) missing, e.g. {missing[0]} "
-            "(create annotations_detectron2 with datasets/prepare_ade20k_sem_seg.py)"
+            f"{gt_dir}: {len(missing)} label file(s) missing, e.g. {missing[0]} ({hint})"
         )
     return dicts
 

@@ -7,6 +7,7 @@ from typing import Dict, List, Sequence
 from fvcore.common.config import CfgNode
 
 from sard.modeling.build import build_distiller
+from sard.config.sard_config import resize_mode
 from sard.models.base import is_promptable_family
 
 
@@ -66,12 +67,6 @@ def training_records(cfg: CfgNode) -> List[Dict]:
         100.0 * sum(map(is_unlabeled_record, mixed)) / len(mixed),
     )
     return mixed
-
-
-def resize_mode(cfg: CfgNode) -> str:
-    if cfg.INPUT.RESIZE_MODE:
-        return cfg.INPUT.RESIZE_MODE
-    return "stretch" if cfg.MODEL.STUDENT.FAMILY == "efficient_sam" else "longest_pad"
 
 
 def build_mapper(cfg: CfgNode, is_train: bool):

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
+from sard.atomic_files import atomic_write
 from sard.local_paths import require_local_path
-from sard.models.checkpoint import load_checkpoint_file
+from sard.models.checkpoint import load_checkpoint_file, state_dict_differences
 from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -50,24 +51,6 @@ class CheckpointError(UserError, RuntimeError):
 
 class CheckpointSaveError(UserError, OSError):
     """A checkpoint could not be written; the previous one is intact."""
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
-
-    Readers see either the old file or the complete new one, never a torn one.
-    """
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -152,13 +135,10 @@ def check_student_fits(path: str, state: Dict[str, torch.Tensor], own: Dict) -> 
     """
     state = _fit_student(state, own)
     own_keys = set(own)
-    student_missing = sorted(k for k in own_keys - set(state) if k.startswith(STUDENT_PREFIX))
-    unexpected = sorted(k for k in set(state) - own_keys if not k.startswith(HEAD_PREFIX))
-    shape = sorted(
-        k
-        for k in own_keys & set(state)
-        if k.startswith(STUDENT_PREFIX) and tuple(state[k].shape) != tuple(own[k].shape)
-    )
+    diff = state_dict_differences(own, state)
+    student_missing = [k for k in diff.missing if k.startswith(STUDENT_PREFIX)]
+    unexpected = [k for k in diff.unexpected if not k.startswith(HEAD_PREFIX)]
+    shape = [k for k in diff.mismatched if k.startswith(STUDENT_PREFIX)]
     if student_missing or unexpected or shape:
         parts = []
         if student_missing:

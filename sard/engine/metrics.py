@@ -41,7 +41,7 @@ def drop_metrics_from(path: str, start_iter: int) -> int:
             else:
                 dropped += 1
     if dropped:
-        from .checkpoint import atomic_write
+        from sard.atomic_files import atomic_write
 
         atomic_write(path, lambda f: f.write("".join(kept).encode()))
     return dropped

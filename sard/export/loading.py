@@ -26,7 +26,7 @@ def load_student(
     """
     from sard.config import load_config
     from sard.modeling import build_member
-    from sard.models.checkpoint import require_local_path
+    from sard.local_paths import require_local_path
 
     cfg = load_config(config_file, list(opts))
     weights = cfg.MODEL.WEIGHTS or cfg.MODEL.STUDENT.WEIGHTS
@@ -59,9 +59,10 @@ def load_student(
 
 def config_resize_mode(cfg: CfgNode) -> str:
     """How the training mapper resized images for this config's student."""
-    from sard.engine.builders import is_promptable, resize_mode
+    from sard.config.sard_config import resize_mode
+    from sard.models.base import is_promptable_family
 
-    return resize_mode(cfg) if is_promptable(cfg) else "fit_pad"
+    return resize_mode(cfg) if is_promptable_family(cfg.MODEL.STUDENT.FAMILY) else "fit_pad"
 
 
 def pick_device(requested: Optional[str]) -> torch.device:

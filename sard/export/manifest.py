@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Sequence
 import torch
 import torch.nn as nn
 
+from sard.models.base import is_promptable_family
+
 from .graphs import NUM_MASK_OUTPUTS, GraphSpec
 
 MANIFEST_NAME = "manifest.json"
@@ -98,7 +100,7 @@ def build_manifest(
         "version": MANIFEST_VERSION,
         "format": fmt,
         "family": student.family,
-        "kind": "promptable" if student.family in ("sam", "efficient_sam") else "semantic",
+        "kind": "promptable" if is_promptable_family(student.family) else "semantic",
         "image_size": image_size,
         "preprocessing": {
             "color": "RGB",

@@ -26,8 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sard.modeling.distiller import encode
-from sard.models.base import PROMPTABLE_FAMILIES, Prompts
+from sard.models.base import PROMPTABLE_FAMILIES, Prompts, encode
 from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
 from .checks import check_image, check_inside, check_labels, check_points

@@ -176,27 +176,26 @@ def _boxes_overlap(boxes: np.ndarray, box: Box) -> np.ndarray:
     )
 
 
-def overlap_of_smaller(a: Candidate, b: Candidate) -> float:
-    """|A ∩ B| / min(|A|, |B|) of two candidates' masks, through the overlap of their boxes."""
+def _intersection(a: Candidate, b: Candidate) -> int:
+    """|A ∩ B| of two candidates' masks, through the overlap of their boxes."""
     x0, y0 = max(a.box[0], b.box[0]), max(a.box[1], b.box[1])
     x1, y1 = min(a.box[2], b.box[2]), min(a.box[3], b.box[3])
     if x1 <= x0 or y1 <= y0:
-        return 0.0
+        return 0
     sa = a.crop[y0 - a.box[1] : y1 - a.box[1], x0 - a.box[0] : x1 - a.box[0]]
     sb = b.crop[y0 - b.box[1] : y1 - b.box[1], x0 - b.box[0] : x1 - b.box[0]]
-    inter = int(np.logical_and(sa, sb).sum())
+    return int(np.logical_and(sa, sb).sum())
+
+
+def overlap_of_smaller(a: Candidate, b: Candidate) -> float:
+    """|A ∩ B| / min(|A|, |B|) of two candidates' masks."""
+    inter = _intersection(a, b)
     return inter / float(min(a.area, b.area)) if inter else 0.0
 
 
 def covered_fraction(a: Candidate, by: Candidate) -> float:
     """|a ∩ by| / |a|."""
-    x0, y0 = max(a.box[0], by.box[0]), max(a.box[1], by.box[1])
-    x1, y1 = min(a.box[2], by.box[2]), min(a.box[3], by.box[3])
-    if x1 <= x0 or y1 <= y0:
-        return 0.0
-    sa = a.crop[y0 - a.box[1] : y1 - a.box[1], x0 - a.box[0] : x1 - a.box[0]]
-    sb = by.crop[y0 - by.box[1] : y1 - by.box[1], x0 - by.box[0] : x1 - by.box[0]]
-    return int(np.logical_and(sa, sb).sum()) / float(max(a.area, 1))
+    return _intersection(a, by) / float(max(a.area, 1))
 
 
 class TiledMaskGenerator:

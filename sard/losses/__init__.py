@@ -6,6 +6,8 @@ with ``get_method(name).from_config(cfg, inputs)`` or by name with explicit hype
 terms, summed with ``total_loss``.
 """
 
+from ._common import resize_labels, resize_to
+from .base import DistillationLoss, DistillationPair
 from .cwd import ChannelWiseDistillationLoss
 from .dkd import DKDLoss
 from .factory import build_distillation_loss, total_loss
@@ -21,7 +23,9 @@ __all__ = [
     "AttentionBasedFusion",
     "ChannelWiseDistillationLoss",
     "DKDLoss",
+    "DistillationLoss",
     "DistillationMethod",
+    "DistillationPair",
     "DistributionAlignmentLoss",
     "FeatureConsistencyLoss",
     "LogitKDLoss",
@@ -36,5 +40,7 @@ __all__ = [
     "hierarchical_context_loss",
     "method_names",
     "normalize_per_position",
+    "resize_labels",
+    "resize_to",
     "total_loss",
 ]

@@ -27,8 +27,17 @@ def check_feature_map(x: torch.Tensor, name: str, channels: Optional[int] = None
         )
 
 
-def check_same_batch(student: torch.Tensor, teacher: torch.Tensor) -> None:
-    """Raise a ValueError when student and teacher disagree on the batch size."""
+def check_feature_pair(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    student_channels: Optional[int] = None,
+    teacher_channels: Optional[int] = None,
+    what: str = "features",
+) -> None:
+    """Raise a ValueError unless ``student`` and ``teacher`` are (B, C, H, W) maps of the same
+    batch (the same images), with the given channel counts (when given); ``what`` names them."""
+    check_feature_map(student, f"student {what}", student_channels)
+    check_feature_map(teacher, f"teacher {what}", teacher_channels)
     if student.shape[0] != teacher.shape[0]:
         raise ValueError(
             f"student batch {student.shape[0]} != teacher batch {teacher.shape[0]}: "
@@ -85,9 +94,7 @@ def class_logit_pair(
     teacher's H x W, labels (B, H, W) resized nearest (or None), valid (B, H, W) bool marking
     pixels whose label is not ``ignore_index`` (None when no targets were given).
     """
-    check_feature_map(student, "student class logits")
-    check_feature_map(teacher, "teacher class logits")
-    check_same_batch(student, teacher)
+    check_feature_pair(student, teacher, what="class logits")
     if student.shape[1] != teacher.shape[1]:
         raise ValueError(
             f"student has {student.shape[1]} classes, teacher {teacher.shape[1]}: logit "

@@ -9,15 +9,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import (
-    check_feature_map,
+    check_feature_pair,
     check_logit_form,
-    check_same_batch,
     class_logit_pair,
     mask_logit_pair,
     masked_mean,
     resize_to,
     valid_on_grid,
 )
+from .base import DistillationLoss, DistillationPair
 from .registry import need_int, register_method
 
 CWD_INPUTS = ("logits", "features")
@@ -49,7 +49,7 @@ def channel_wise_kl(
     return tau**2 * (log_p_t.exp() * diff).sum(-1)
 
 
-class ChannelWiseDistillationLoss(nn.Module):
+class ChannelWiseDistillationLoss(DistillationLoss):
     """CWD (Shu et al., "Channel-wise Knowledge Distillation for Dense Prediction", ICCV 2021).
 
         φ(y_c) = softmax over the H·W positions of y_c / τ   (one distribution per channel)
@@ -71,7 +71,7 @@ class ChannelWiseDistillationLoss(nn.Module):
     Returns {"loss_cwd"}.
     """
 
-    handles_padding = True  # forward takes valid_mask (padded cells left out)
+    handles_padding = True
 
     def __init__(
         self,
@@ -99,20 +99,12 @@ class ChannelWiseDistillationLoss(nn.Module):
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
 
-    def forward(
-        self,
-        student: torch.Tensor,
-        teacher: torch.Tensor,
-        weight: Optional[torch.Tensor] = None,
-        targets: Optional[torch.Tensor] = None,
-        valid_mask: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
-        teacher = teacher.detach()
+    def terms(self, pair: DistillationPair) -> Dict[str, torch.Tensor]:
+        """{"loss_cwd"} on the features or the logits (``on``), see the class docstring."""
+        student, teacher, targets = pair.student, pair.teacher, pair.targets
         valid = None
         if self.on == "features":
-            check_feature_map(student, "student features", self.student_channels)
-            check_feature_map(teacher, "teacher features", self.teacher_channels)
-            check_same_batch(student, teacher)
+            check_feature_pair(student, teacher, self.student_channels, self.teacher_channels)
             if self.align is not None:
                 student = self.align(student)
             student = resize_to(student, teacher.shape[-2:])
@@ -123,7 +115,7 @@ class ChannelWiseDistillationLoss(nn.Module):
             if valid is not None:
                 valid = valid[..., 0, 0]  # one entry per mask, matching the per-channel KL
         per_channel = channel_wise_kl(
-            student, teacher, self.tau, valid_on_grid(valid_mask, teacher)
+            student, teacher, self.tau, valid_on_grid(pair.valid_mask, teacher)
         )
         return {"loss_cwd": self.weight * masked_mean(per_channel, valid)}
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import IGNORE_LABEL, class_logit_pair, masked_mean
+from .base import DistillationLoss, DistillationPair
 from .registry import MethodInputs, register_method
 
 
@@ -44,7 +44,7 @@ def decoupled_kd_terms(
     return tau**2 * tckd, tau**2 * nckd
 
 
-class DKDLoss(nn.Module):
+class DKDLoss(DistillationLoss):
     """DKD (Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022), applied per pixel.
 
         L = α · TCKD + β · NCKD,   each τ²-scaled and averaged over labelled pixels
@@ -78,17 +78,13 @@ class DKDLoss(nn.Module):
         self.tau = float(tau)
         self.ignore_index = int(ignore_index)
 
-    def forward(
-        self,
-        student: torch.Tensor,
-        teacher: torch.Tensor,
-        weight: Optional[torch.Tensor] = None,
-        targets: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
+    def terms(self, pair: DistillationPair) -> Dict[str, torch.Tensor]:
+        """{"loss_dkd_tckd", "loss_dkd_nckd"}, see the class docstring."""
+        targets = pair.targets
         if targets is None:
             raise ValueError("DKD needs targets: (B, H, W) ground-truth class labels")
         student, teacher, labels, valid = class_logit_pair(
-            student, teacher.detach(), targets, self.ignore_index
+            pair.student, pair.teacher, targets, self.ignore_index
         )
         k = teacher.shape[1]
         if k < 2:

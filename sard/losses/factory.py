@@ -1,10 +1,12 @@
 """One way to build any distillation method, and the sum of a dict of loss terms.
 
-Every module built here has a ``consumes`` attribute and the same call:
+Every module built here has a ``consumes`` attribute and the same call (``DistillationLoss``,
+``sard.losses.base``; ReviewKD takes lists of stages):
 
-    forward(student, teacher, weight=None, targets=None) -> Dict[str, Tensor]
+    forward(student, teacher, weight=None, targets=None, valid_mask=None) -> Dict[str, Tensor]
 
-returning named, already weighted scalar terms (sum them with ``total_loss``).
+returning named, already weighted scalar terms (sum them with ``total_loss``); ``valid_mask``
+only for modules with ``handles_padding``.
 
 | method   | consumes         | student / teacher inputs                      | terms            |
 | -------- | ---------------- | --------------------------------------------- | ---------------- |

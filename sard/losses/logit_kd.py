@@ -12,10 +12,9 @@ Both accept either form of logits, chosen by ``logit_form``:
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import (
@@ -25,6 +24,7 @@ from ._common import (
     mask_logit_pair,
     masked_mean,
 )
+from .base import DistillationLoss, DistillationPair
 from .registry import register_method
 
 
@@ -46,7 +46,7 @@ def binary_soft_cross_entropy(
     return -(p_t * F.logsigmoid(s) + (1.0 - p_t) * F.logsigmoid(-s))
 
 
-class _PixelLogitLoss(nn.Module):
+class _PixelLogitLoss(DistillationLoss):
     consumes = "logits"
     key = ""
 
@@ -62,14 +62,9 @@ class _PixelLogitLoss(nn.Module):
     def _mask_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(
-        self,
-        student: torch.Tensor,
-        teacher: torch.Tensor,
-        weight: Optional[torch.Tensor] = None,
-        targets: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
-        teacher = teacher.detach()
+    def terms(self, pair: DistillationPair) -> Dict[str, torch.Tensor]:
+        """{self.key: w · mean of the per-pixel term} over the valid pixels or prompts."""
+        student, teacher, targets = pair.student, pair.teacher, pair.targets
         if self.logit_form == "class":
             student, teacher, _, valid = class_logit_pair(
                 student, teacher, targets, self.ignore_index

@@ -7,11 +7,12 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from ._common import check_feature_map, check_same_batch, resize_to, valid_on_grid
+from ._common import check_feature_pair, resize_to, valid_on_grid
+from .base import DistillationLoss, DistillationPair
 from .registry import need_int, register_method
 
 
-class MGDLoss(nn.Module):
+class MGDLoss(DistillationLoss):
     """MGD (Yang et al., "Masked Generative Distillation", ECCV 2022).
 
         S' = A(F_S)                         (1x1 conv Cs → Ct, only when Cs != Ct)
@@ -31,8 +32,7 @@ class MGDLoss(nn.Module):
     C·H·W is large, hence the tiny α). Returns {"loss_mgd"}.
     """
 
-    consumes = "features"
-    handles_padding = True  # forward takes valid_mask (padded cells left out)
+    handles_padding = True
 
     def __init__(
         self,
@@ -64,19 +64,12 @@ class MGDLoss(nn.Module):
         draw = torch.rand((b, 1, h, w), device=reference.device)
         return (draw >= self.lambda_mask).to(reference.dtype)
 
-    def forward(
-        self,
-        student: torch.Tensor,
-        teacher: torch.Tensor,
-        weight: Optional[torch.Tensor] = None,
-        targets: Optional[torch.Tensor] = None,
-        mask: Optional[torch.Tensor] = None,
-        valid_mask: Optional[torch.Tensor] = None,
+    def terms(
+        self, pair: DistillationPair, mask: Optional[torch.Tensor] = None
     ) -> Dict[str, torch.Tensor]:
-        check_feature_map(student, "student features", self.student_channels)
-        check_feature_map(teacher, "teacher features", self.teacher_channels)
-        check_same_batch(student, teacher)
-        teacher = teacher.detach()
+        """{"loss_mgd"}; ``mask`` (B, 1, Ht, Wt) of 0/1 replaces the random draw (tests)."""
+        student, teacher = pair.student, pair.teacher
+        check_feature_pair(student, teacher, self.student_channels, self.teacher_channels)
         aligned = self.align(student) if self.align is not None else student
         aligned = resize_to(aligned, teacher.shape[-2:])
         if mask is None:
@@ -86,7 +79,7 @@ class MGDLoss(nn.Module):
                 f"MGD mask must be (B, 1, Ht, Wt) = {(aligned.shape[0], 1, *aligned.shape[-2:])}, "
                 f"got {tuple(mask.shape)}"
             )
-        valid = valid_on_grid(valid_mask, teacher)
+        valid = valid_on_grid(pair.valid_mask, teacher)
         if valid is not None:
             mask = mask * valid.to(mask.dtype)
         generated = self.generation(aligned * mask.to(aligned.dtype))

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import check_feature_map, check_same_batch
+from ._common import check_feature_pair
 from .registry import need_list, register_method
 
 HCL_LEVELS = (4, 2, 1)
@@ -148,9 +148,9 @@ class ReviewKDLoss(nn.Module):
                 f"{len(teacher)} teacher maps"
             )
         for i, (s, t) in enumerate(zip(student, teacher)):
-            check_feature_map(s, f"student stage {i}", self.student_channels[i])
-            check_feature_map(t, f"teacher stage {i}", self.teacher_channels[i])
-            check_same_batch(s, t)
+            check_feature_pair(
+                s, t, self.student_channels[i], self.teacher_channels[i], f"stage {i}"
+            )
         teacher = [t.detach() for t in teacher]
         outputs = self.review(student, [t.shape[-2:] for t in teacher])
         loss = sum(hierarchical_context_loss(o, t) for o, t in zip(outputs, teacher))

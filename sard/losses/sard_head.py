@@ -13,12 +13,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import (
-    check_feature_map,
-    check_same_batch,
+    check_feature_pair,
     resize_to,
     uniform_weight,
     valid_on_grid,
 )
+from sard.config.sard_config import structure_map_kwargs
+
+from .base import DistillationLoss, DistillationPair
 from .registry import MethodInputs, need_int, register_method
 from .representation import DistributionAlignmentLoss, FeatureConsistencyLoss
 
@@ -65,7 +67,7 @@ class TeacherProjection(nn.Module):
         return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
 
 
-class SARDDistillationHead(nn.Module):
+class SARDDistillationHead(DistillationLoss):
     """SARD's representation loss: {"loss_fc": λ_f·L_FC, "loss_da": λ_d·L_DA}.
 
         F̂_S = resize(P_S(F_S)) to the teacher grid (bilinear) when the sizes differ
@@ -110,8 +112,7 @@ class SARDDistillationHead(nn.Module):
         denoiser_hidden: width of g_θ (default D).
     """
 
-    consumes = "features"
-    handles_padding = True  # forward takes valid_mask (padded cells left out)
+    handles_padding = True
 
     def __init__(
         self,
@@ -164,11 +165,22 @@ class SARDDistillationHead(nn.Module):
             self.dim, alpha=alpha, hidden=denoiser_hidden
         )
 
+    @property
+    def structure_settings(self) -> Optional[Dict]:
+        """What W depends on besides the teacher features (beta_e, beta_c, beta_d, radius,
+        sigma, border_cells) when W is a structure map, which the distiller then caches with
+        the teacher's taps (``weight_map`` of them) and keys the cache on; None for uniform
+        weighting, whose W needs no teacher."""
+        return dict(self.structure_kwargs) if self.weighting == "structure" else None
+
     def weight_map(
         self, teacher: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """W (B, 1, Ht, Wt) in float32, no grad: structure map or uniform, per ``weighting``;
-        with ``valid_mask`` (B, 1, Ht, Wt) both are 0 on padded cells and sum to 1 on the rest."""
+        with ``valid_mask`` (B, 1, Ht, Wt) both are 0 on padded cells and sum to 1 on the rest.
+
+        The one place W is computed (the distiller asks here too): in float32 with autocast
+        off whatever the caller's precision, as every loss reduction here is (see _common)."""
         if self.weighting == "uniform":
             return uniform_weight(teacher, valid_mask)
         # Imported here so sard.losses imports even where sard.structure is not installed yet.
@@ -190,14 +202,7 @@ class SARDDistillationHead(nn.Module):
         """F̂_S = P_S(F_S), resized bilinearly to ``size`` (the teacher grid) when it differs."""
         return resize_to(self.student_proj(student), size)
 
-    def forward(
-        self,
-        student: torch.Tensor,
-        teacher: torch.Tensor,
-        weight: Optional[torch.Tensor] = None,
-        targets: Optional[torch.Tensor] = None,
-        valid_mask: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
+    def terms(self, pair: DistillationPair) -> Dict[str, torch.Tensor]:
         """Student (B, Cs, Hs, Ws), teacher (B, Ct, Ht, Wt) → {"loss_fc", "loss_da"} (weighted).
 
         ``valid_mask`` (B, 1, Ht, Wt) bool marks the cells that show the image (padded ones are
@@ -205,11 +210,9 @@ class SARDDistillationHead(nn.Module):
         must be, e.g. ``compute_structure_map(..., valid_mask=...)``), and L_DA's denoiser sees
         zeros there. ``targets`` is accepted for the common loss interface and unused.
         """
-        check_feature_map(student, "student features", self.student_channels)
-        check_feature_map(teacher, "teacher features", self.teacher_channels)
-        check_same_batch(student, teacher)
-        teacher = teacher.detach()
-        valid = valid_on_grid(valid_mask, teacher)
+        student, teacher, weight = pair.student, pair.teacher, pair.weight
+        check_feature_pair(student, teacher, self.student_channels, self.teacher_channels)
+        valid = valid_on_grid(pair.valid_mask, teacher)
         if self.weighting == "uniform" or weight is None:
             weight = self.weight_map(teacher, valid)
         else:
@@ -241,12 +244,7 @@ def _sard_kwargs(s, inputs: MethodInputs) -> dict:
         lambda_f=s.LAMBDA_F,
         lambda_d=s.LAMBDA_D,
         alpha=alphas or s.ALPHA,
-        beta_e=s.BETA_E,
-        beta_c=s.BETA_C,
-        beta_d=s.BETA_D,
-        radius=s.RADIUS,
-        sigma=s.SIGMA,
-        border_cells=s.BORDER_CELLS,
+        **structure_map_kwargs(s),
     )
 
 

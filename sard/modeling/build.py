@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -53,7 +53,8 @@ def _load_weights(model: nn.Module, node: CfgNode, role: str) -> None:
     (through ``load_checkpoint``, with its resizing rules), or whatever the family's own
     ``load_weights`` reads (a transformers folder for Mask2Former, a timm ViT state dict).
     """
-    from sard.models.checkpoint import load_checkpoint, require_local_path
+    from sard.local_paths import require_local_path
+    from sard.models.checkpoint import load_checkpoint
 
     key = f"MODEL.{role.upper()}.WEIGHTS"
     path, unsafe = node.WEIGHTS, node.ALLOW_UNSAFE_PICKLE
@@ -108,50 +109,58 @@ def _tap_channels(model: nn.Module, taps, role: str):
     return [model.tap_channels[t] for t in taps]
 
 
+def _teacher_identity(cfg: CfgNode, teacher: nn.Module) -> Dict:
+    """Which teacher this is: family, size, architecture overrides, image size, weights path and
+    a digest of the weights actually loaded (another checkpoint, or a random init with another
+    seed, is another teacher)."""
+    t = cfg.MODEL.TEACHER
+    return {
+        "family": t.FAMILY,
+        "size": t.SIZE,
+        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
+        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
+        "weights": t.WEIGHTS,
+        "weights_digest": state_dict_digest(teacher),
+    }
+
+
 def teacher_cache_identity(
-    cfg: CfgNode, teacher: nn.Module, promptable: bool, structure: Dict, stage_taps=()
+    cfg: CfgNode,
+    teacher: nn.Module,
+    promptable: bool,
+    structure: Optional[Dict],
+    stage_taps=(),
 ) -> Dict:
     """What the teacher cache's entries depend on, besides the input image (see
-    ``sard.modeling.teacher_cache``): the teacher (family, size, architecture overrides, image
-    size and a digest of the weights actually loaded, so another checkpoint or a random init
-    with another seed is another teacher), the cached outputs (taps, semantic scores, W) and, when
-    W is cached (METHOD sard), its betas, radius and sigma. ``stage_taps``: the stages a
+    ``sard.modeling.teacher_cache``): the teacher (``_teacher_identity``), the cached outputs
+    (taps, semantic scores, W) and, when
+    W is cached, its settings ``structure`` (the head's ``structure_settings``: betas, radius,
+    sigma, border cells; None when the head caches no W). ``stage_taps``: the stages a
     multi-tap method (ReviewKD) compares."""
-    t, s = cfg.MODEL.TEACHER, cfg.MODEL.SARD
+    t = cfg.MODEL.TEACHER
     taps = [t.TAP] + [tap for tap in stage_taps if tap != t.TAP]  # as the distiller runs
     # The outputs every entry must hold.
     outputs = [t.TAP] + list(stage_taps)
     outputs += [] if promptable else ["sem_logits"]
-    outputs += ["structure_weight"] if s.METHOD == "sard" else []
+    outputs += [] if structure is None else ["structure_weight"]
     return {
-        "family": t.FAMILY,
-        "size": t.SIZE,
-        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
-        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
-        "weights": t.WEIGHTS,
-        "weights_digest": state_dict_digest(teacher),
+        **_teacher_identity(cfg, teacher),
         "taps": taps,
         "outputs": sorted(set(outputs)),
-        "structure": dict(structure) if s.METHOD == "sard" else None,
+        "structure": None if structure is None else dict(structure),
     }
 
 
 def pseudo_label_identity(cfg: CfgNode, teacher: nn.Module, resize_mode: str) -> Dict:
-    """What pseudo-masks depend on besides the model input: the teacher (as in
-    ``teacher_cache_identity``: family, size, architecture, image size, weights digest), the
-    mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks."""
+    """What pseudo-masks depend on besides the model input: the teacher
+    (``_teacher_identity``), the mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks.
+    """
     from .pseudo_labels import PseudoLabelSettings
 
-    t = cfg.MODEL.TEACHER
     settings = PseudoLabelSettings.from_cfg(cfg).__dict__.copy()
     settings.pop("points_per_batch")  # memory only
     return {
-        "family": t.FAMILY,
-        "size": t.SIZE,
-        "arch": {str(k): str(v) for k, v in sorted(t.ARCH.items())},
-        "image_size": [int(v) for v in cfg.INPUT.IMAGE_SIZE],
-        "weights": t.WEIGHTS,
-        "weights_digest": state_dict_digest(teacher),
+        **_teacher_identity(cfg, teacher),
         "resize_mode": resize_mode,
         "pseudo_labels": settings,
     }
@@ -161,7 +170,7 @@ def build_pseudo_labeler(cfg: CfgNode, teacher: nn.Module):
     """The ``PseudoLabeler`` of MODEL.SARD.PSEUDO_LABELS for ``teacher``: its masks are stored
     beside the teacher cache on disk when MODEL.SARD.CACHE.ENABLED with a CACHE.DIR, else in
     memory (each model input is segmented once per process)."""
-    from sard.engine.builders import resize_mode
+    from sard.config.sard_config import resize_mode
 
     from .pseudo_label_store import PseudoLabelStore
     from .pseudo_labels import PromptSettings, PseudoLabeler, PseudoLabelSettings
@@ -214,16 +223,9 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
     task_loss = (
         PromptMaskLoss(iou_weight=s.IOU_LOSS_WEIGHT, kind=s.TASK_LOSS) if promptable else None
     )
-    structure = dict(
-        beta_e=s.BETA_E,
-        beta_c=s.BETA_C,
-        beta_d=s.BETA_D,
-        radius=s.RADIUS,
-        sigma=s.SIGMA,
-        border_cells=s.BORDER_CELLS,
-    )
     cache = None
     if s.CACHE.ENABLED and teacher is not None and method != "none":
+        structure = getattr(head, "structure_settings", None)  # the head owns W
         identity = teacher_cache_identity(cfg, teacher.module, promptable, structure, taps)
         cache = TeacherCache(s.CACHE.DIR, identity=identity)
     labeler = build_pseudo_labeler(cfg, teacher) if pseudo else None
@@ -236,7 +238,6 @@ def distiller_kwargs(cfg: CfgNode, *, inference_only: bool = False) -> Dict:
         teacher_tap=cfg.MODEL.TEACHER.TAP,
         student_tap=cfg.MODEL.STUDENT.TAP,
         mu=s.MU,
-        structure_kwargs=structure,
         review_taps=taps,
         cache=cache,
         test_prompt_chunk=cfg.TEST.PROMPT_CHUNK,

@@ -30,10 +30,10 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sard.data.image_folder import UNLABELED_KEY
-from sard.models.base import Prompts
+from sard.losses import resize_labels, resize_to
+from sard.models.base import Prompts, encode
 from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
 from .batching import collate_prompts, stack_images
@@ -53,7 +53,6 @@ class SARDDistiller(nn.Module):
         method: "sard" | "uniform" | "cwd" | "mgd" | "kd" | "skd" | "dkd" | "reviewkd" | "none".
         teacher_tap / student_tap: names of the distilled taps.
         mu: weight of the task loss.
-        structure_kwargs: beta_e, beta_c, beta_d, radius, sigma (W(i) is cached with the taps).
         review_taps: stage taps for ReviewKD.
         cache: optional ``TeacherCache``.
         test_prompt_chunk: prompts decoded at once at evaluation.
@@ -81,7 +80,6 @@ class SARDDistiller(nn.Module):
         teacher_tap: str,
         student_tap: str,
         mu: float = 1.0,
-        structure_kwargs: Optional[Dict] = None,
         review_taps: Optional[List[str]] = None,
         cache: Optional[TeacherCache] = None,
         test_prompt_chunk: int = 64,
@@ -105,7 +103,6 @@ class SARDDistiller(nn.Module):
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
         self.mu = mu
-        self.structure_kwargs = dict(structure_kwargs or {})
         self.review_taps = list(review_taps or [])
         self.cache = cache
         self.test_prompt_chunk = test_prompt_chunk
@@ -156,7 +153,8 @@ class SARDDistiller(nn.Module):
     def _run_teacher(
         self, images: torch.Tensor, valid_hw: Optional[List]
     ) -> Dict[str, torch.Tensor]:
-        """Teacher taps, W for SARD (on each image's valid cells), semantic scores."""
+        """Teacher taps, semantic scores and, for a head whose W is a structure map, the head's
+        W of the teacher tap on each image's valid cells (cached with the taps)."""
         taps = [self.teacher_tap] + [t for t in self.review_taps if t != self.teacher_tap]
         if self.promptable:
             feats = encode(self.teacher, images, valid_hw)
@@ -165,13 +163,12 @@ class SARDDistiller(nn.Module):
             sem = self.teacher.forward_semantic(images)
             out = {name: sem.features[name] for name in taps if name in sem.features}
             out["sem_logits"] = sem.sem_logits
-        if self.method == "sard":
-            from sard.structure import compute_structure_map
-
+        # A head whose W is a structure map says so (``structure_settings``); it computes W.
+        if getattr(self.head, "structure_settings", None) is not None:
             feats = out[self.teacher_tap]
-            out["structure_weight"] = compute_structure_map(
-                feats, valid_mask=_valid_mask(valid_hw, images, feats), **self.structure_kwargs
-            ).weight
+            out["structure_weight"] = self.head.weight_map(
+                feats, _valid_mask(valid_hw, images, feats)
+            )
         return out
 
     # ------------------------------------------------------------------ training
@@ -271,7 +268,7 @@ class SARDDistiller(nn.Module):
         s_out = self.student.predict_masks(s_feats, batch.prompts, multimask=multimask)
         size = batch.images.shape[-2:]
         # Compare at input resolution, as SAM trains: tiny objects vanish at 1/4 resolution.
-        logits = _upsample_masks(s_out.mask_logits, size)
+        logits = resize_to(s_out.mask_logits, size)
         losses = self.task_loss(logits, batch.gt_masks, batch.valid, s_out.iou_pred)
         losses = {k: v * self.mu for k, v in losses.items()}
         if self.method == "none":
@@ -283,7 +280,7 @@ class SARDDistiller(nn.Module):
             with torch.no_grad():
                 feats = {self.teacher_tap: t_out[self.teacher_tap]}
                 t_pred = self.teacher.predict_masks(feats, batch.prompts, multimask=multimask)
-            return _upsample_masks(t_pred.mask_logits, size)[batch.valid]
+            return resize_to(t_pred.mask_logits, size)[batch.valid]
 
         # Per-image valid masks; mask logits are per prompt (its image's mask).
         prompt_image = torch.nonzero(batch.valid)[:, 0]
@@ -313,9 +310,9 @@ class SARDDistiller(nn.Module):
         # each converts its own to logits for the logit-based baselines.
         def teacher_logits() -> torch.Tensor:
             t = self.teacher.kd_logits(t_out["sem_logits"])
-            return _match_size(t, s_out.sem_logits.shape[-2:])
+            return resize_to(t, s_out.sem_logits.shape[-2:])
 
-        target = _match_targets(torch.stack(targets), s_out.sem_logits.shape[-2:])
+        target = resize_labels(torch.stack(targets), s_out.sem_logits.shape[-2:])
         s_logits = self.student.kd_logits(s_out.sem_logits)
         terms = self._distill(
             s_out.features,
@@ -341,7 +338,7 @@ class SARDDistiller(nn.Module):
             # Drop the canvas padding before resizing back, or a padded image's predictions
             # would be stretched over the original (as detectron2's sem_seg_postprocess crops).
             ih, iw = (int(v) for v in x.get("input_hw", scores.shape[-2:]))
-            scores = _match_size(scores[..., :ih, :iw], (int(x["height"]), int(x["width"])))
+            scores = resize_to(scores[..., :ih, :iw], (int(x["height"]), int(x["width"])))
             results.append({"sem_seg": scores[0]})
         return results
 
@@ -367,17 +364,6 @@ class SARDDistiller(nn.Module):
         return {"pred_masks": torch.cat(masks).cpu(), "scores": torch.cat(scores).cpu()}
 
 
-def encode(model: nn.Module, images: torch.Tensor, valid_hw: Optional[List]) -> Dict:
-    """``model.extract_features``; a model that pads (SAM, "longest_pad") is told where each
-    image's valid region ends, so its padding is zero after normalisation, as in official SAM.
-
-    The mapper pads with 0 in 0-255 units, which SAM's normalisation would turn into about -2.
-    """
-    if valid_hw is not None and getattr(model, "resize_mode", None) == "longest_pad":
-        return model.extract_features(images, valid_hw=valid_hw)
-    return model.extract_features(images)
-
-
 def _valid_mask(
     valid_hw: Optional[List], images: torch.Tensor, reference: torch.Tensor
 ) -> Optional[torch.Tensor]:
@@ -392,25 +378,3 @@ def _valid_mask(
     from sard.structure import valid_cells
 
     return valid_cells(valid_hw, frame, reference.shape[-2:], device=reference.device)
-
-
-def _upsample_masks(mask_logits: torch.Tensor, size) -> torch.Tensor:
-    """(B, Q, M, h, w) -> (B, Q, M, H, W) bilinear."""
-    b, q, m, h, w = mask_logits.shape
-    if (h, w) == tuple(size):
-        return mask_logits
-    up = F.interpolate(mask_logits.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-    return up.view(b, q, m, *size)
-
-
-def _match_size(x: torch.Tensor, size) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _match_targets(target: torch.Tensor, size) -> torch.Tensor:
-    """Nearest-neighbour resize of (B, H, W) label maps (ignore label kept) to the logit grid."""
-    if tuple(target.shape[-2:]) == tuple(size):
-        return target
-    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()

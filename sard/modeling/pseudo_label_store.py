@@ -21,13 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from sard.atomic_files import atomic_write_json
 from sard.data.masks import rle_problem
 
-from .teacher_cache import IDENTITY_FILE, identity_fingerprint
+from .teacher_cache import IDENTITY_FILE, open_entry_store, read_entry
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ def _entry_problem(raw: Any, fingerprint: str, key: str) -> Optional[str]:
     return None
 
 
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 class PseudoLabelStore:
     """In-memory (``directory=""``) or on-disk store of :class:`PseudoLabels` per model input.
 
@@ -92,30 +97,11 @@ class PseudoLabelStore:
     """
 
     def __init__(self, directory: str = "", identity: Optional[Dict[str, Any]] = None) -> None:
-        self.identity = dict(identity or {})
-        self.fingerprint = identity_fingerprint(self.identity)
-        self.directory = (
-            os.path.join(directory, f"pseudo_labels-{self.fingerprint}") if directory else ""
-        )
+        open_entry_store(self, directory, identity, folder_prefix="pseudo_labels-")
         self._memory: Dict[str, PseudoLabels] = {}
-        self.hits = 0
-        self.misses = 0
-        self.recomputed = 0
-        if self.directory:
-            os.makedirs(self.directory, exist_ok=True)
-            path = os.path.join(self.directory, IDENTITY_FILE)
-            if not os.path.isfile(path):
-                self._write_json(path, self.identity)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.json")
-
-    @staticmethod
-    def _write_json(path: str, data: Dict[str, Any]) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True, default=str)
-        os.replace(tmp, path)
 
     def get(self, key: str) -> Optional[PseudoLabels]:
         """The entry of ``key``, or None when missing or unusable."""
@@ -132,18 +118,14 @@ class PseudoLabelStore:
         path = self._path(key)
         if not os.path.isfile(path):
             return None
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except (OSError, ValueError) as err:
-            problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
-        else:
-            problem = _entry_problem(raw, self.fingerprint, key)
-        if problem is not None:
+        raw = read_entry(
+            path,
+            _read_json,
+            lambda raw: _entry_problem(raw, self.fingerprint, key),
+            "pseudo-label entry",
+        )
+        if raw is None:
             self.recomputed += 1
-            message = f"pseudo-label entry {path} {problem}; recomputing it"
-            warnings.warn(message, stacklevel=3)
-            logger.warning(message)
             return None
         c = raw["content"]
         return PseudoLabels(
@@ -166,7 +148,7 @@ class PseudoLabelStore:
             "content": content,
             "sha1": content_digest(content),
         }
-        self._write_json(self._path(key), record)
+        atomic_write_json(self._path(key), record, durable=False, sort_keys=True, default=str)
 
     def __len__(self) -> int:
         if not self.directory:

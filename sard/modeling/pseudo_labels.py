@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -42,11 +42,21 @@ import torch.nn as nn
 from sard.data.image_folder import UNLABELED_KEY
 from sard.data.masks import decode_many
 from sard.data.prompts import sample_prompts
+from sard.models.base import encode
 
 from .pseudo_label_store import PseudoLabels, PseudoLabelStore
 from .teacher_cache import image_key
 
 logger = logging.getLogger(__name__)
+
+
+def _from_node(cls, node, keys: Optional[Dict[str, str]] = None):
+    """The settings dataclass ``cls`` read from a config node: field f from key ``keys[f]``
+    (default F.upper()), cast to the type of f's default (int, float or str)."""
+    keys = keys or {}
+    return cls(
+        **{f.name: type(f.default)(node[keys.get(f.name, f.name.upper())]) for f in fields(cls)}
+    )
 
 
 @dataclass(frozen=True)
@@ -66,19 +76,7 @@ class PseudoLabelSettings:
 
     @classmethod
     def from_cfg(cls, cfg) -> "PseudoLabelSettings":
-        p = cfg.MODEL.SARD.PSEUDO_LABELS
-        return cls(
-            points_per_side=int(p.POINTS_PER_SIDE),
-            points_per_batch=int(p.POINTS_PER_BATCH),
-            pred_iou_thresh=float(p.PRED_IOU_THRESH),
-            stability_score_thresh=float(p.STABILITY_SCORE_THRESH),
-            stability_score_offset=float(p.STABILITY_SCORE_OFFSET),
-            box_nms_thresh=float(p.BOX_NMS_THRESH),
-            crop_n_layers=int(p.CROP_N_LAYERS),
-            min_mask_region_area=int(p.MIN_MASK_REGION_AREA),
-            min_area=int(p.MIN_AREA),
-            max_area_fraction=float(p.MAX_AREA_FRACTION),
-        )
+        return _from_node(cls, cfg.MODEL.SARD.PSEUDO_LABELS)
 
     def generator_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``SardAutomaticMaskGenerator``."""
@@ -100,14 +98,7 @@ class PromptSettings:
 
     @classmethod
     def from_cfg(cls, cfg) -> "PromptSettings":
-        p = cfg.INPUT.PROMPT
-        return cls(
-            prompt_type=str(p.TYPE),
-            num_points=int(p.NUM_POINTS),
-            num_neg_points=int(p.NUM_NEG_POINTS),
-            box_jitter=float(p.BOX_JITTER),
-            max_prompts=int(p.MAX_PROMPTS),
-        )
+        return _from_node(cls, cfg.INPUT.PROMPT, keys={"prompt_type": "TYPE"})
 
 
 class _PowerOfTwoLog:
@@ -210,8 +201,6 @@ class PseudoLabeler:
         self, image: torch.Tensor, hw: Tuple[int, int], embedding: Optional[torch.Tensor]
     ) -> PseudoLabels:
         from sard.export.automatic import SardAutomaticMaskGenerator
-
-        from .distiller import encode
 
         h, w = hw
         if embedding is None:

@@ -28,9 +28,11 @@ import json
 import logging
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from sard.atomic_files import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,60 @@ def _content_problem(tensors: Dict[str, torch.Tensor]) -> Optional[str]:
     return None
 
 
+def open_entry_store(
+    store: Any,
+    directory: str,
+    identity: Optional[Dict[str, Any]],
+    folder_prefix: str,
+    identity_indent: Optional[int] = None,
+) -> None:
+    """Set up what the teacher cache and the pseudo-label store share on ``store``: its
+    ``identity`` and ``fingerprint``, its ``directory`` (``directory/<folder_prefix><fingerprint>``,
+    "" = in memory), counters ``hits``, ``misses``, ``recomputed`` at 0; on disk, the folder
+    and its identity file (written once, so a folder always says what it holds)."""
+    store.identity = dict(identity or {})
+    store.fingerprint = identity_fingerprint(store.identity)
+    store.directory = (
+        os.path.join(directory, folder_prefix + store.fingerprint) if directory else ""
+    )
+    store.hits = store.misses = store.recomputed = 0
+    if store.directory:
+        os.makedirs(store.directory, exist_ok=True)
+        path = os.path.join(store.directory, IDENTITY_FILE)
+        if not os.path.isfile(path):
+            atomic_write_json(
+                path,
+                store.identity,
+                durable=False,
+                indent=identity_indent,
+                sort_keys=True,
+                default=str,
+            )
+
+
+def read_entry(
+    path: str,
+    read: Callable[[str], Any],
+    problem_of: Callable[[Any], Optional[str]],
+    what: str,
+) -> Optional[Any]:
+    """``read(path)`` when the file reads and ``problem_of`` finds nothing wrong with it; else
+    None, with a warning naming ``what`` and ``path`` and saying why it is recomputed (a cache
+    entry is never trusted blindly, nor is a bad one fatal)."""
+    try:
+        raw = read(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+        problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
+    else:
+        problem = problem_of(raw)
+    if problem is None:
+        return raw
+    message = f"{what} {path} {problem}; recomputing it"
+    warnings.warn(message, stacklevel=4)
+    logger.warning(message)
+    return None
+
+
 class TeacherCache:
     """In-memory (``directory=""``) or on-disk store of per-image teacher tensors.
 
@@ -99,28 +155,11 @@ class TeacherCache:
     """
 
     def __init__(self, directory: str = "", identity: Optional[Dict[str, Any]] = None) -> None:
-        self.identity = dict(identity or {})
-        self.fingerprint = identity_fingerprint(self.identity)
+        open_entry_store(self, directory, identity, folder_prefix="", identity_indent=1)
         self.outputs = sorted(self.identity["outputs"]) if "outputs" in self.identity else None
-        self.directory = os.path.join(directory, self.fingerprint) if directory else ""
         self._memory: Dict[str, Dict[str, torch.Tensor]] = {}
         # Shapes per image shape seen in this process: every entry must agree with the first.
         self._layout: Dict[Tuple[int, ...], Dict[str, Tuple[int, ...]]] = {}
-        self.hits = 0
-        self.misses = 0
-        self.recomputed = 0
-        if self.directory:
-            os.makedirs(self.directory, exist_ok=True)
-            self._write_identity()
-
-    def _write_identity(self) -> None:
-        path = os.path.join(self.directory, IDENTITY_FILE)
-        if os.path.isfile(path):
-            return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.identity, f, indent=1, sort_keys=True, default=str)
-        os.replace(tmp, path)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.pt")
@@ -132,22 +171,17 @@ class TeacherCache:
         path = self._path(key)
         if not os.path.isfile(path):
             return None
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
-            problem = f"cannot be read ({type(err).__name__}: {str(err).strip()[:120]})"
-        else:
-            problem = self._entry_problem(raw, key)
-        if problem is None:
-            tensors = raw["tensors"]
-            problem = self._layout_problem(tensors, layout_key)
-        if problem is not None:
+        raw = read_entry(
+            path,
+            lambda p: torch.load(p, map_location="cpu", weights_only=True),
+            lambda raw: self._entry_problem(raw, key)
+            or self._layout_problem(raw["tensors"], layout_key),
+            "teacher cache entry",
+        )
+        if raw is None:
             self.recomputed += 1
-            message = f"teacher cache entry {path} {problem}; recomputing it"
-            warnings.warn(message, stacklevel=3)
-            logger.warning(message)
             return None
-        return tensors
+        return raw["tensors"]
 
     def _entry_problem(self, raw: Any, key: str) -> Optional[str]:
         """Why a loaded disk entry is unusable, or None."""
@@ -220,9 +254,7 @@ class TeacherCache:
                 "shapes": {name: list(t.shape) for name, t in entry.items()},
                 "sha1": {name: tensor_digest(t) for name, t in entry.items()},
             }
-            tmp = self._path(key) + f".tmp{os.getpid()}"
-            torch.save(record, tmp)
-            os.replace(tmp, self._path(key))
+            atomic_write(self._path(key), lambda f: torch.save(record, f), durable=False)
 
     def __len__(self) -> int:
         if not self.directory:

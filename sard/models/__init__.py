@@ -3,16 +3,16 @@
 Importing this package imports every family module so that its ``@register_model`` runs.
 """
 
+from sard.local_paths import RemoteWeightsError, require_local_path
+
 from .base import PromptableOutput, Prompts, SemanticOutput
 from .checkpoint import (
     CheckpointMismatchError,
     CorruptCheckpointError,
     LoadReport,
-    RemoteWeightsError,
     UnsafeCheckpointError,
     load_checkpoint,
     read_state_dict,
-    require_local_path,
 )
 from .efficient_sam import EfficientSam, build_efficient_sam
 from .frozen import FrozenTeacher

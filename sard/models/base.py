@@ -16,7 +16,7 @@ data pipeline never needs to know a family's mean and std.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -66,3 +66,16 @@ class SemanticOutput:
     features: Dict[str, torch.Tensor]
     sem_logits: torch.Tensor
     losses: Optional[Dict[str, torch.Tensor]] = None
+
+
+def encode(
+    model: torch.nn.Module, images: torch.Tensor, valid_hw: Optional[List] = None
+) -> Dict[str, torch.Tensor]:
+    """``model.extract_features``; a model that pads (SAM, "longest_pad") is told where each
+    image's valid region ends, so its padding is zero after normalisation, as in official SAM.
+
+    The mapper pads with 0 in 0-255 units, which SAM's normalisation would turn into about -2.
+    """
+    if valid_hw is not None and getattr(model, "resize_mode", None) == "longest_pad":
+        return model.extract_features(images, valid_hw=valid_hw)
+    return model.extract_features(images)

@@ -28,13 +28,13 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sard.local_paths import RemoteWeightsError, require_local_path  # noqa: F401 (re-exported)
+from sard.local_paths import require_local_path
 from sard.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,50 @@ class LoadReport:
     @property
     def loaded(self) -> bool:
         return bool(self.path)
+
+
+@dataclass
+class KeyDifferences:
+    """How a state dict differs from a model's (sorted key names): keys the model has and the
+    state dict lacks, keys only the state dict has, and shared keys of another shape."""
+
+    missing: List[str]
+    unexpected: List[str]
+    mismatched: List[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+
+def state_dict_differences(
+    own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> KeyDifferences:
+    """Compare a checkpoint's ``state`` with a model's own state dict ``own`` (names, shapes)."""
+    shared = sorted(set(own) & set(state))
+    return KeyDifferences(
+        missing=sorted(set(own) - set(state)),
+        unexpected=sorted(set(state) - set(own)),
+        mismatched=[k for k in shared if tuple(state[k].shape) != tuple(own[k].shape)],
+    )
+
+
+def load_exactly(target: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str) -> None:
+    """``target.load_state_dict(state)`` when every key fits exactly; else a
+    ``CheckpointMismatchError`` naming ``path``, ``what`` the model is, and the missing,
+    unexpected and mis-shaped keys (each with both shapes)."""
+    own = target.state_dict()
+    diff = state_dict_differences(own, state)
+    if diff:
+        shapes = [
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in diff.mismatched
+        ]
+        raise CheckpointMismatchError(
+            f"{path} does not fit {what}: missing {diff.missing[:MAX_LISTED]} "
+            f"({len(diff.missing)}), unexpected {diff.unexpected[:MAX_LISTED]} "
+            f"({len(diff.unexpected)}), mis-shaped {shapes[:MAX_LISTED]}"
+        )
+    target.load_state_dict(state)
 
 
 def _listing(keys: Sequence[str]) -> str:
@@ -306,9 +350,8 @@ def load_checkpoint(
     own = model.state_dict()
     shapes = {k: v.shape for k, v in own.items()}
     resized = resize_position_tables(state, shapes) if resize else []
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [k for k in sorted(set(own) & set(state)) if state[k].shape != shapes[k]]
+    diff = state_dict_differences(own, state)
+    missing, unexpected, mismatched = diff.missing, diff.unexpected, diff.mismatched
     if (missing or unexpected) and strict:
         # A handful of stray keys is a version difference; many mean another architecture.
         many = len(missing) + len(unexpected) >= 0.1 * max(len(own), 1)

@@ -20,8 +20,10 @@ from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerForUniversalSegmentationOutput,
 )
 
+from sard.local_paths import require_local_path
+
 from .base import SemanticOutput
-from .checkpoint import CheckpointMismatchError, read_state_dict, require_local_path
+from .checkpoint import load_exactly, read_state_dict
 from .mask2former_configs import (
     STAGES,
     quiet_backbone_support_warning,
@@ -303,21 +305,7 @@ def load_mask2former_state_file(
     state = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
     wrapper_layout = "model.class_predictor.weight" in state
     target: nn.Module = model if wrapper_layout else model.model
-    own = target.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            f"{path} does not fit Mask2Former {model.size!r}: missing {missing[:12]} "
-            f"({len(missing)}), unexpected {unexpected[:12]} ({len(unexpected)}), "
-            f"mis-shaped {mismatched[:12]}"
-        )
-    target.load_state_dict(state)
+    load_exactly(target, state, path, f"Mask2Former {model.size!r}")
 
 
 @register_model("mask2former")

@@ -18,6 +18,7 @@ import os
 
 import torch
 
+from .base import is_promptable_family
 from .registry import build_model
 
 # The input size each release was trained at: position tables are saved for it.
@@ -33,7 +34,7 @@ def save_random_official_weights(
         raise KeyError(f"no official layout known for family {family!r}")
     torch.manual_seed(seed)
     image_size = OFFICIAL_IMAGE_SIZE[family]
-    kwargs = {} if family in ("sam", "efficient_sam") else {"num_classes": num_classes}
+    kwargs = {} if is_promptable_family(family) else {"num_classes": num_classes}
     if family == "mask2former":
         image_size = (image_size, image_size)
     model = build_model(family, size=size, image_size=image_size, weights=None, **kwargs)

@@ -31,7 +31,7 @@ from timm.layers import LayerNorm2d
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from .base import SemanticOutput
-from .checkpoint import CheckpointMismatchError, read_state_dict
+from .checkpoint import load_exactly, read_state_dict
 from .registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -275,22 +275,8 @@ class ViTSemantic(nn.Module):
             report["not_loaded"] = sorted(
                 k for k in self.state_dict() if not k.startswith("backbone.")
             )
-        own = target.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [
-            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in sorted(set(own) & set(state))
-            if state[k].shape != own[k].shape
-        ]
-        if missing or unexpected or mismatched:
-            where = "the ViT backbone" if target is self.backbone else "ViTSemantic"
-            raise CheckpointMismatchError(
-                f"{path} does not fit {where} ({self.size}): missing {missing[:12]} "
-                f"({len(missing)}), unexpected {unexpected[:12]} ({len(unexpected)}), "
-                f"mis-shaped {mismatched[:12]}"
-            )
-        target.load_state_dict(state)
+        where = "the ViT backbone" if target is self.backbone else "ViTSemantic"
+        load_exactly(target, state, path, f"{where} ({self.size})")
         logger.info("loaded %s into %s (%d tensors)", path, type(target).__name__, len(state))
         return report
 

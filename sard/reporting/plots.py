@@ -134,22 +134,14 @@ def plot_method_bars(
         for centre, m in zip(centres, methods):
             values = summary[m][metric]["values"]
             ax.plot([centre] * len(values), values, "k.", ms=3, alpha=0.7)
-    for k, (metric, value) in enumerate((reference or {}).items()):
-        ax.axhline(
-            value,
-            ls="--",
-            lw=1,
-            color=colours[k % len(colours)],
-            label=f"teacher {metric} ({value:.1f})",
-        )
-    for k, (metric, value) in enumerate((floor or {}).items()):
-        ax.axhline(
-            value,
-            ls=":",
-            lw=1.5,
-            color=colours[k % len(colours)],
-            label=f"box filled {metric} ({value:.1f})",
-        )
+    lines = (
+        (reference, "teacher", dict(ls="--", lw=1)),
+        (floor, "box filled", dict(ls=":", lw=1.5)),
+    )
+    for levels, who, style in lines:
+        for k, (metric, value) in enumerate((levels or {}).items()):
+            label = f"{who} {metric} ({value:.1f})"
+            ax.axhline(value, color=colours[k % len(colours)], label=label, **style)
     ax.set_xticks(x, methods, rotation=30, ha="right")
     ax.set_ylim(bottom=0.0)
     ax.set_ylabel("score (x100)")

@@ -49,9 +49,9 @@ def predicted_masks(model: nn.Module, sample: Dict) -> np.ndarray:
 def structure_map_of(model: nn.Module, sample: Dict, cfg: CfgNode, tap: Optional[str] = None):
     """``compute_structure_map`` of a promptable model's tap (default MODEL.STUDENT.TAP, the
     tap the model was trained as) on the sample's image, with the config's betas, r and sigma."""
+    from sard.config.sard_config import structure_map_kwargs
     from sard.structure import compute_structure_map
 
-    s = cfg.MODEL.SARD
     was_training = model.training
     model.eval()
     try:
@@ -60,15 +60,7 @@ def structure_map_of(model: nn.Module, sample: Dict, cfg: CfgNode, tap: Optional
         features = model.extract_features(image)[tap or cfg.MODEL.STUDENT.TAP]
     finally:
         model.train(was_training)
-    return compute_structure_map(
-        features.float(),
-        beta_e=s.BETA_E,
-        beta_c=s.BETA_C,
-        beta_d=s.BETA_D,
-        radius=s.RADIUS,
-        sigma=s.SIGMA,
-        border_cells=s.BORDER_CELLS,
-    )
+    return compute_structure_map(features.float(), **structure_map_kwargs(cfg.MODEL.SARD))
 
 
 def model_input_image(sample: Dict) -> np.ndarray:
