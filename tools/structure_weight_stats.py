@@ -141,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     from studies.study_data import register_splits
     from tqdm import tqdm
 
-    from sard.modeling.distiller import encode
+    from sard.models.base import encode
     from sard.reporting.tables import markdown_table
     from sard.reporting.visuals import test_sample
     from sard.reporting.weight_stats import SIDES, weight_statistics

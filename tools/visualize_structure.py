@@ -35,9 +35,9 @@ def main(argv=None) -> list:
     import torch
 
     from sard.config import load_config, validate_config
+    from sard.config.sard_config import resize_mode, structure_map_kwargs
     from sard.data import read_image
     from sard.data.transforms import make_plan
-    from sard.engine.builders import resize_mode
     from sard.modeling.build import build_member, member_image_size
     from sard.structure import compute_structure_map, render_structure_map
 
@@ -59,14 +59,7 @@ def main(argv=None) -> list:
                 feats = teacher.extract_features(x)
             else:
                 feats = teacher.forward_semantic(x).features
-        smap = compute_structure_map(
-            feats[cfg.MODEL.TEACHER.TAP],
-            beta_e=s.BETA_E,
-            beta_c=s.BETA_C,
-            beta_d=s.BETA_D,
-            radius=s.RADIUS,
-            sigma=s.SIGMA,
-        )
+        smap = compute_structure_map(feats[cfg.MODEL.TEACHER.TAP], **structure_map_kwargs(s))
         name = os.path.splitext(os.path.basename(path))[0] + "_structure.png"
         written.append(str(render_structure_map(canvas, smap, os.path.join(args.out, name))))
         print(f"{path} -> {written[-1]}")
