@@ -57,26 +57,16 @@ def add_flag_table(p: Parser, table: Sequence[tuple]) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
 
 
-def add_timing_flags(
-    p: Parser, repeats: int, warmup: Optional[int], unit: str, note: str = ""
-) -> None:
-    """--repeats (timed ``unit``, at least 1) and, unless ``warmup`` is None, --warmup (untimed
-    ``unit`` first, at least 0): the benchmarks' timing flags."""
+def add_timing_flags(p: Parser, repeats: int, warmup: Optional[int], what: str) -> None:
+    """The benchmarks' timing flags: --repeats (timed ``what``, at least 1) and, unless ``warmup``
+    is None, --warmup (untimed ``what`` first, at least 0)."""
     from cli_values import int_range
 
-    p.add_argument(
-        "--repeats",
-        type=int_range(1),
-        default=repeats,
-        help=f"timed {unit}{note} (default {repeats})",
-    )
+    text = f"timed {what} (default {repeats})"
+    p.add_argument("--repeats", type=int_range(1), default=repeats, help=text)
     if warmup is not None:
-        p.add_argument(
-            "--warmup",
-            type=int_range(0),
-            default=warmup,
-            help=f"untimed {unit} first (default {warmup})",
-        )
+        text = f"untimed {what} first (default {warmup})"
+        p.add_argument("--warmup", type=int_range(0), default=warmup, help=text)
 
 
 def print_split_stats(
