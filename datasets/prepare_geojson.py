@@ -19,10 +19,14 @@ import os
 import sys
 from glob import glob
 
-from sard.data.converters import IMAGE_EXTENSIONS, geojson_to_coco
-from sard.data.problems import DatasetError
-from sard.data.stats import format_statistics
-from sard.user_errors import run_tool
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_flags, shared with the tools
+
+from cli_flags import print_split_stats  # noqa: E402
+
+from sard.data.converters import IMAGE_EXTENSIONS, geojson_to_coco  # noqa: E402
+from sard.data.problems import DatasetError  # noqa: E402
+from sard.user_errors import run_tool  # noqa: E402
 
 
 def find_pairs(folder: str):
@@ -72,8 +76,7 @@ def main(argv=None) -> int:
         negate_y=args.negate_y,
         pixel_coordinates=args.pixel_coordinates,
     )
-    print(f"{args.split:>5}: {format_statistics(stats)}")
-    print(f"wrote {args.out}")
+    print_split_stats({args.split: stats}, args.out)
     return 0
 
 

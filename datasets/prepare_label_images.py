@@ -18,13 +18,13 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values, shared with the tools
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values and cli_flags, shared with the tools
 
+from cli_flags import print_split_stats  # noqa: E402
 from cli_values import int_range  # noqa: E402
 
 from sard.data.converters import find_label_pairs, labels_to_coco  # noqa: E402
 from sard.data.register import datasets_root  # noqa: E402
-from sard.data.stats import format_statistics  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
 
@@ -44,18 +44,18 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     out = args.out or os.path.join(datasets_root(), os.path.basename(os.path.normpath(args.src)))
-    for split in args.splits:
-        pairs = find_label_pairs(os.path.join(args.src, split), args.mask_suffix)
-        stats = labels_to_coco(
-            pairs,
+
+    def convert(split: str):
+        return labels_to_coco(
+            find_label_pairs(os.path.join(args.src, split), args.mask_suffix),
             out,
             split,
             category_name=args.category,
             min_area=args.min_area,
             description=f"converted from label images in {args.src}",
         )
-        print(f"{split:>5}: {format_statistics(stats)}")
-    print(f"wrote {out}")
+
+    print_split_stats(((split, convert(split)) for split in args.splits), out)
     return 0
 
 

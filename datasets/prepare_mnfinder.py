@@ -14,10 +14,14 @@ import argparse
 import os
 import sys
 
-from sard.data.mnfinder_data import find_mnfinder_package, mnfinder_to_coco
-from sard.data.register import datasets_root
-from sard.data.stats import format_statistics
-from sard.user_errors import UserError, run_tool
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_flags, shared with the tools
+
+from cli_flags import print_split_stats  # noqa: E402
+
+from sard.data.mnfinder_data import find_mnfinder_package, mnfinder_to_coco  # noqa: E402
+from sard.data.register import datasets_root  # noqa: E402
+from sard.user_errors import UserError, run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,9 +40,7 @@ def main(argv=None) -> int:
     if package_dir is None:
         raise UserError("mnfinder is not installed; run: pip install --no-deps mnfinder")
     results = mnfinder_to_coco(args.out, package_dir=package_dir, splits=args.splits)
-    for split, stats in results.items():
-        print(f"{split:>5}: {format_statistics(stats)}")
-    print(f"wrote {args.out}")
+    print_split_stats(results, args.out)
     return 0
 
 

@@ -16,12 +16,12 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values, shared with the tools
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values and cli_flags, shared with the tools
 
+from cli_flags import flag_values, print_split_stats  # noqa: E402
 from cli_values import float_range, int_range  # noqa: E402
 
 from sard.data.register import datasets_root  # noqa: E402
-from sard.data.stats import format_statistics  # noqa: E402
 from sard.data.synthetic import SynthConfig  # noqa: E402
 from sard.data.synthetic_dataset import generate_rockfrag_synth  # noqa: E402
 from sard.user_errors import UserError, run_tool  # noqa: E402
@@ -80,14 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    config = SynthConfig(
-        image_size=args.image_size,
-        density=args.density,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        size_exponent=args.size_exponent,
-        min_area=args.min_area,
-    )
+    sizes = ("image_size", "density", "min_size", "max_size", "size_exponent", "min_area")
+    config = SynthConfig(**flag_values(args, sizes))
     try:
         config.validate()
     except ValueError as err:
@@ -100,9 +94,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         preview=not args.no_preview,
     )
-    for split, stats in results.items():
-        print(f"{split:>5}: {format_statistics(stats)}")
-    print(f"wrote {args.out} in {time.time() - start:.1f} s")
+    print_split_stats(results, args.out, f" in {time.time() - start:.1f} s")
     return 0
 
 

@@ -19,11 +19,11 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values, shared with the tools
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values and cli_flags, shared with the tools
 
+from cli_flags import print_split_stats  # noqa: E402
 from cli_values import int_range  # noqa: E402
 
-from sard.data.stats import format_statistics  # noqa: E402
 from sard.data.tiling import tile_coco_split  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
@@ -43,8 +43,9 @@ def main(argv=None) -> int:
     missing = [s for s in args.splits if not os.path.isfile(os.path.join(args.src, f"{s}.json"))]
     if missing:
         p.error(f"{args.src} has no {', '.join(s + '.json' for s in missing)}")
-    for split in args.splits:
-        stats = tile_coco_split(
+
+    def tile(split: str):
+        return tile_coco_split(
             os.path.join(args.src, f"{split}.json"),
             os.path.join(args.src, split),
             args.out,
@@ -52,8 +53,8 @@ def main(argv=None) -> int:
             args.tile,
             min_area=args.min_area,
         )
-        print(f"{split:>5}: {format_statistics(stats)}")
-    print(f"wrote {args.out}")
+
+    print_split_stats(((split, tile(split)) for split in args.splits), args.out)
     return 0
 
 

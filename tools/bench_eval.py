@@ -22,6 +22,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from cli_flags import add_timing_flags  # noqa: E402
 from cli_values import float_range, int_range  # noqa: E402
 from sard.evaluation import (  # noqa: E402
     PromptableInstanceEvaluator,
@@ -79,9 +80,7 @@ def main(argv=None) -> None:
         "--jitter", type=float_range(0), default=3.0, help="prediction seed jitter (px)"
     )
     parser.add_argument("--images", type=int_range(1), default=2, help="images (scenes) to time")
-    parser.add_argument(
-        "--repeats", type=int_range(1), default=5, help="timing repeats, best is kept"
-    )
+    add_timing_flags(parser, repeats=5, warmup=None, what="rounds of every method, the best kept")
     parser.add_argument("--dilation-ratio", type=float_range(0, 1, lo_open=True), default=0.02)
     parser.add_argument("--threads", type=int_range(1), default=1, help="OpenCV and torch threads")
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from cli_flags import add_timing_flags  # noqa: E402
 from cli_values import int_range  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
@@ -43,10 +44,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prompts", type=int_range(1), default=16, help="box prompts per image (default 16)"
     )
-    p.add_argument(
-        "--repeats", type=int_range(1), default=10, help="timed calls per back end (default 10)"
-    )
-    p.add_argument("--warmup", type=int_range(0), default=2, help="untimed calls first (default 2)")
+    add_timing_flags(p, repeats=10, warmup=2, what="calls per back end")
     p.add_argument("--threads", type=int_range(1), default=1, help="CPU threads for every back end")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
     return p

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cli_flags import add_timing_flags  # noqa: E402
 from cli_values import int_range  # noqa: E402
 from sard.losses import SARDDistillationHead  # noqa: E402
 from sard.structure.moments import MOMENTS_PATHS, forced_moments_path, moments_path  # noqa: E402
@@ -44,8 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--size", type=int_range(2), default=64, help="feature map side (64 = SAM at 1024)"
     )
     p.add_argument("--dim", type=int_range(1), default=256, help="D, projection channels")
-    p.add_argument("--repeats", type=int_range(1), default=5, help="timed steps per method")
-    p.add_argument("--warmup", type=int_range(0), default=2, help="untimed steps per method")
+    add_timing_flags(p, repeats=5, warmup=2, what="steps per method")
     p.add_argument("--device", default="auto", help="'auto' (cuda if present), 'cpu', 'cuda'")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument(

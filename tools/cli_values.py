@@ -21,23 +21,38 @@ def _bounds_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
     return " and ".join(parts)
 
 
-def int_range(lo: Optional[int] = None, hi: Optional[int] = None) -> Callable[[str], int]:
-    """A parser of integers in [lo, hi] (either bound may be None)."""
+def _checked(
+    convert: Callable[[str], float],
+    fits: Callable[[float], bool],
+    noun: str,
+    bounds: str,
+    name: str,
+) -> Callable[[str], float]:
+    """A ``type=`` function: ``convert(text)``, refused with "must be NOUN BOUNDS, got 'TEXT'"
+    when it raises ValueError or ``fits`` says no; ``name`` is what argparse calls the type."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             value = None
-        if value is None or (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = _bounds_text(lo, hi, False, False)
+        if value is None or not fits(value):
             raise argparse.ArgumentTypeError(
-                f"must be an integer{' ' + bounds if bounds else ''}, got {text!r}"
+                f"must be {noun}{' ' + bounds if bounds else ''}, got {text!r}"
             )
         return value
 
-    parse.__name__ = "int"
+    parse.__name__ = name
     return parse
+
+
+def int_range(lo: Optional[int] = None, hi: Optional[int] = None) -> Callable[[str], int]:
+    """A parser of integers in [lo, hi] (either bound may be None)."""
+
+    def fits(value: int) -> bool:
+        return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+    return _checked(int, fits, "an integer", _bounds_text(lo, hi, False, False), "int")
 
 
 def float_range(
@@ -50,22 +65,12 @@ def float_range(
     """A parser of finite floats in [lo, hi] ((lo, ...) with ``lo_open``, (..., hi) with
     ``hi_open``); NaN and infinity are always refused."""
 
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        bad = not math.isfinite(value)
-        if not bad and lo is not None:
-            bad = value <= lo if lo_open else value < lo
-        if not bad and hi is not None:
-            bad = value >= hi if hi_open else value > hi
-        if bad:
-            bounds = _bounds_text(lo, hi, lo_open, hi_open)
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number{' ' + bounds if bounds else ''}, got {text!r}"
-            )
-        return value
+    def fits(value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            return False
+        return hi is None or (value < hi if hi_open else value <= hi)
 
-    parse.__name__ = "float"
-    return parse
+    bounds = _bounds_text(lo, hi, lo_open, hi_open)
+    return _checked(float, fits, "a finite number", bounds, "float")

@@ -37,20 +37,16 @@ sizes: cpu (tiny models, 128-256 px, a few hours on 2 cores for everything) or g
 
 from __future__ import annotations
 
+import argparse
 import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
-# Idle OpenMP threads sleep instead of spinning (much faster on a shared CPU); before torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from studies import preamble  # noqa: F401  (before torch and sard: see its docstring)
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Dict, List, Optional, Tuple  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-from studies.comparison import (  # noqa: E402
+from studies import flags
+from studies.comparison import (
     BASELINES,
     BUCKET_METRICS,
     METRICS,
@@ -61,24 +57,14 @@ from studies.comparison import (  # noqa: E402
     run_all,
     transfer,
 )
-from studies.flags import (  # noqa: E402
-    FAMILIES,
-    add_patch_flags,
-    add_regime_flags,
-    check_patches,
-    check_positive,
-    check_regime_flags,
-    member,
-    regime_of,
-)
-from studies.study import (  # noqa: E402
+from studies.study import (
     METHOD_VARIANTS,
     TINY_SAM_CONFIG,
     Schedule,
-    start_study_process,
+    start_study,
     write_results,
 )
-from studies.study_data import (  # noqa: E402
+from studies.study_data import (
     ensure_gravel,
     ensure_mnfinder,
     ensure_synth,
@@ -87,8 +73,8 @@ from studies.study_data import (  # noqa: E402
     register_splits,
 )
 
-from sard.data.synthetic import SynthConfig  # noqa: E402
-from sard.reporting import box_floor, plot_method_bars, summarise_runs  # noqa: E402
+from sard.data.synthetic import SynthConfig
+from sard.reporting import box_floor, plot_method_bars, summarise_runs
 
 ALL_METHODS = [
     "none",
@@ -102,36 +88,33 @@ ALL_METHODS = [
     "sard_D",
     "sard_EC",
 ]
-# Default sizes per scale; dataset-specific image sizes below. Every value has a flag.
+# Default sizes per scale, one row per setting: (cpu, gpu); dataset-specific image sizes and
+# tiles per dataset. Every value has a flag.
+SCALE_NAMES = ("cpu", "gpu")
+SCALE_TABLE: Dict[str, Tuple] = {
+    "teacher": (("efficient_sam", "tiny", 128, 4, 4), ("efficient_sam", "s", 0, 0, 0)),
+    "student": ("tiny", "ti"),
+    "teacher_iters": (600, 6000),
+    "iters": (300, 3000),
+    "batch": (2, 8),
+    "prompts": (32, 32),
+    "lr": (1e-3, 2e-4),
+    "num_train": (64, 800),
+    "num_test": (16, 100),
+    "device": ("cpu", "cuda"),
+    "image_size": (
+        {"synth": 128, "gravel": 256, "mnfinder": 128, "custom": 128},
+        {"synth": 256, "gravel": 512, "mnfinder": 512, "custom": 512},
+    ),
+    "tile": (
+        {"synth": 0, "gravel": 0, "mnfinder": 128, "custom": 0},
+        {"synth": 0, "gravel": 0, "mnfinder": 0, "custom": 0},
+    ),
+}
+# {scale: {setting: value}}
 SCALES: Dict[str, Dict] = {
-    "cpu": dict(
-        teacher=("efficient_sam", "tiny", 128, 4, 4),
-        student="tiny",
-        teacher_iters=600,
-        iters=300,
-        batch=2,
-        prompts=32,
-        lr=1e-3,
-        num_train=64,
-        num_test=16,
-        device="cpu",
-        image_size={"synth": 128, "gravel": 256, "mnfinder": 128, "custom": 128},
-        tile={"synth": 0, "gravel": 0, "mnfinder": 128, "custom": 0},
-    ),
-    "gpu": dict(
-        teacher=("efficient_sam", "s", 0, 0, 0),
-        student="ti",
-        teacher_iters=6000,
-        iters=3000,
-        batch=8,
-        prompts=32,
-        lr=2e-4,
-        num_train=800,
-        num_test=100,
-        device="cuda",
-        image_size={"synth": 256, "gravel": 512, "mnfinder": 512, "custom": 512},
-        tile={"synth": 0, "gravel": 0, "mnfinder": 0, "custom": 0},
-    ),
+    name: {key: values[i] for key, values in SCALE_TABLE.items()}
+    for i, name in enumerate(SCALE_NAMES)
 }
 # Fragment sizes of the synthetic set, as fractions of the image side (8-32 px at 128 px).
 SYNTH_FRAGMENT = (1 / 16, 1 / 4)
@@ -176,7 +159,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-seed", type=int, default=0)
     p.add_argument(
         "--teacher-family",
-        choices=FAMILIES,
+        choices=flags.FAMILIES,
         help="cpu/gpu: efficient_sam (sam trains far slower from scratch)",
     )
     p.add_argument("--teacher-size", help="family size (cpu: tiny, widened; gpu: s)")
@@ -184,8 +167,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-depth", type=int, help="teacher depth override (cpu: 4)")
     p.add_argument("--teacher-heads", type=int, help="teacher heads override (cpu: 4)")
     p.add_argument("--student-size", help="student size: tiny (cpu), ti, s (EfficientSAM)")
-    add_patch_flags(p)
-    add_regime_flags(p, "training augmentation of every run")
+    flags.add_patch_flags(p)
+    flags.add_regime_flags(p, "training augmentation of every run")
     p.add_argument("--image-size", type=int)
     p.add_argument(
         "--tile",
@@ -234,10 +217,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     unknown = [m for m in args.methods if m not in METHOD_VARIANTS]
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {list(METHOD_VARIANTS)}")
-    if args.teacher_weights and not os.path.isfile(args.teacher_weights):
-        p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
-    if args.teacher_init and not os.path.isfile(args.teacher_init):
-        p.error(f"--teacher-init {args.teacher_init!r} does not exist")
+    flags.check_files(p, args, ("teacher_weights", "teacher_init"))
     if args.teacher_init and args.teacher_weights:
         p.error("--teacher-init fine-tunes a teacher, --teacher-weights uses one as is: not both")
     scale = SCALES[args.scale]
@@ -263,11 +243,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    check_positive(p, args, ("iters", "teacher_iters", "batch", "prompts", "jobs", "threads"))
+    flags.check_positive(p, args, ("iters", "teacher_iters", "batch", "prompts", "jobs", "threads"))
     if args.tile < 0:
         p.error("--tile must be 0 (no tiling) or positive")
-    check_patches(p, args)
-    check_regime_flags(p, args)
+    flags.check_patches(p, args)
+    flags.check_regime_flags(p, args)
     if args.transfer_image_size is None:
         args.transfer_image_size = args.image_size if args.transfer_tile else 256
     if args.fragment_px and not 0 < args.fragment_px[0] <= args.fragment_px[1]:
@@ -351,13 +331,13 @@ def comparison_settings(args: argparse.Namespace) -> ComparisonSettings:
     widen = (args.teacher_embed_dim, args.teacher_depth, args.teacher_heads)
     return ComparisonSettings(
         config_file=args.config_file,
-        teacher=member(
+        teacher=flags.member(
             args.teacher_family,
             args.teacher_size,
             args.teacher_patch,
             widen if args.teacher_embed_dim else (),
         ),
-        student=member(args.student_family, args.student_size, args.student_patch),
+        student=flags.member(args.student_family, args.student_size, args.student_patch),
         schedule=Schedule(args.iters, args.batch, args.lr, args.prompts),
         teacher_iters=args.teacher_iters,
         image_size=args.image_size,
@@ -368,7 +348,7 @@ def comparison_settings(args: argparse.Namespace) -> ComparisonSettings:
         teacher_seed=args.teacher_seed,
         teacher_weights=args.teacher_weights,
         teacher_init=args.teacher_init,
-        regime=regime_of(args),
+        regime=flags.regime_of(args),
         jobs=args.jobs,
         threads=args.threads,
         latency_prompts=args.latency_prompts,
@@ -393,9 +373,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     start = time.perf_counter()
     args = parse_args(argv)
     settings = comparison_settings(args)
-    start_study_process(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_study(args.threads, args.out)
     tiles = f", {args.tile} px tiles" if args.tile else ""
     print(
         f"[1/3] data: {args.dataset} ({args.scale} scale, {args.image_size} px{tiles})", flush=True

@@ -32,28 +32,25 @@ in OUT/cache, shared by every run.
 
 from __future__ import annotations
 
+import argparse
 import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep
+from studies import preamble  # noqa: F401  (before torch and sard: see its docstring)
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from studies.flags import check_positive  # noqa: E402
-from studies.study import (  # noqa: E402
+import numpy as np
+from cli_flags import add_flag_table
+import torch
+from studies.flags import check_files, check_positive
+from studies.study import (
     TINY_SAM_CONFIG,
     Member,
     RunSpec,
     Schedule,
     build_trainer,
-    start_study_process,
+    start_study,
     train_run,
     write_results,
     widened_member,
@@ -62,6 +59,16 @@ from studies.study import (  # noqa: E402
 STUDENTS = ("scratch", "labels", "label_free", "label_free+labels")
 FLOOR = "prompt box (filled)"
 TEACHER = ("efficient_sam", "tiny", 128, 4, 4)  # compare_methods' CPU teacher
+# The pseudo-label generator's settings: (name, type, default, help), each a --flag and the key
+# MODEL.SARD.PSEUDO_LABELS.<NAME> of every label-free run.
+PSEUDO_LABEL_FLAGS = (
+    ("points_per_side", int, 16, "pseudo-label point grid"),
+    ("pred_iou_thresh", float, 0.5, "pseudo-label IoU filter"),
+    ("stability_score_thresh", float, 0.8, "pseudo-label stability filter"),
+    ("box_nms_thresh", float, 0.7, "pseudo-label box NMS"),
+    ("min_area", int, 4, "pseudo-masks below this are dropped"),
+    ("max_area_fraction", float, 0.5, "larger pseudo-masks are dropped"),
+)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -87,16 +94,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=0.5,
         help="label_free+labels: share of each epoch drawn from the unlabeled images",
     )
-    p.add_argument("--points-per-side", type=int, default=16, help="pseudo-label point grid")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.5, help="pseudo-label IoU filter")
-    p.add_argument(
-        "--stability-score-thresh", type=float, default=0.8, help="pseudo-label stability filter"
-    )
-    p.add_argument("--box-nms-thresh", type=float, default=0.7, help="pseudo-label box NMS")
-    p.add_argument("--min-area", type=int, default=4, help="pseudo-masks below this are dropped")
-    p.add_argument(
-        "--max-area-fraction", type=float, default=0.5, help="larger pseudo-masks are dropped"
-    )
+    add_flag_table(p, PSEUDO_LABEL_FLAGS)
     p.add_argument(
         "--gravel-source",
         default="",
@@ -129,8 +127,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             "--dataset gravel needs --gravel-source: the folder holding train/ and test/ with "
             "X.jpg and X_mask.png"
         )
-    if args.teacher_weights and not os.path.isfile(args.teacher_weights):
-        p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
+    check_files(p, args, ("teacher_weights",))
     return args
 
 
@@ -182,23 +179,12 @@ def teacher_member() -> Member:
 
 
 def pseudo_opts(args) -> List[str]:
+    """MODEL.SARD.PSEUDO_LABELS: enabled, with the values of ``PSEUDO_LABEL_FLAGS``."""
     p = "MODEL.SARD.PSEUDO_LABELS."
-    return [
-        p + "ENABLED",
-        "True",
-        p + "POINTS_PER_SIDE",
-        str(args.points_per_side),
-        p + "PRED_IOU_THRESH",
-        str(args.pred_iou_thresh),
-        p + "STABILITY_SCORE_THRESH",
-        str(args.stability_score_thresh),
-        p + "BOX_NMS_THRESH",
-        str(args.box_nms_thresh),
-        p + "MIN_AREA",
-        str(args.min_area),
-        p + "MAX_AREA_FRACTION",
-        str(args.max_area_fraction),
-    ]
+    opts = [p + "ENABLED", "True"]
+    for name, *_ in PSEUDO_LABEL_FLAGS:
+        opts += [p + name.upper(), str(getattr(args, name))]
+    return opts
 
 
 def cache_opts(cache_dir: str) -> List[str]:
@@ -435,9 +421,7 @@ def report(args, out: Path, floor: Dict, teacher: Dict, teacher_box: Dict, runs,
 def main(argv: Optional[List[str]] = None) -> Dict:
     start = time.perf_counter()
     args = parse_args(argv)
-    start_study_process(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_study(args.threads, args.out)
     from sard.data.paths import register_dataset_paths
     from studies.study_data import register_splits
 

@@ -22,33 +22,18 @@ plus overrides; a rerun into the same --out skips finished runs and resumes unfi
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
 
-# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads made the
-# tiny models' steps several times slower. Must be set before torch starts its thread pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from studies import preamble  # noqa: F401  (before torch and sard: see its docstring)
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-import torch  # noqa: E402
-from studies.flags import (  # noqa: E402
-    FAMILIES,
-    add_patch_flags,
-    add_regime_flags,
-    check_patches,
-    check_positive,
-    check_regime_flags,
-    member,
-    regime_of,
-)
-from studies.study import (  # noqa: E402
+import torch
+from studies import flags
+from studies.study import (
     TINY_SAM_CONFIG,
     Member,
     RunSpec,
@@ -57,15 +42,15 @@ from studies.study import (  # noqa: E402
     check_same_run,
     read_results,
     spawn_pool,
-    start_study_process,
+    start_study,
     train_run,
     write_results,
     train_run_job,
 )
-from studies.study_data import ensure_synth, register_splits  # noqa: E402
+from studies.study_data import ensure_synth, register_splits
 
-from sard.data.synthetic import SynthConfig  # noqa: E402
-from sard.reporting import (  # noqa: E402
+from sard.data.synthetic import SynthConfig
+from sard.reporting import (
     BOX_FLOOR_LABEL,
     markdown_table,
     measure_inference,
@@ -73,15 +58,15 @@ from sard.reporting import (  # noqa: E402
     read_metrics_json,
     render_predictions,
 )
-from sard.reporting.tables import BELOW_FLOOR_MARK, box_floor, floor_note  # noqa: E402
-from sard.reporting.visuals import (  # noqa: E402
+from sard.reporting.tables import BELOW_FLOOR_MARK, box_floor, floor_note
+from sard.reporting.visuals import (
     limit_prompts,
     model_input_image,
     predicted_masks,
     structure_map_of,
     test_sample,
 )
-from sard.structure import render_structure_map  # noqa: E402
+from sard.structure import render_structure_map
 
 STAGES = 5
 # A teacher this many mIoU points above the scratch student is "clearly better".
@@ -112,8 +97,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, help="images per iteration")
     p.add_argument("--prompts", type=int, default=32, help="box prompts per training image")
     p.add_argument("--lr", type=float, default=1e-3)
-    add_regime_flags(p, "training augmentation", jitter_default=(1.0, 1.0))
-    p.add_argument("--teacher-family", default="efficient_sam", choices=FAMILIES)
+    flags.add_regime_flags(p, "training augmentation", jitter_default=(1.0, 1.0))
+    p.add_argument("--teacher-family", default="efficient_sam", choices=flags.FAMILIES)
     p.add_argument(
         "--teacher-weights",
         default="",
@@ -135,7 +120,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-depth", type=int, default=4)
     p.add_argument("--teacher-heads", type=int, default=4)
     p.add_argument("--student-size", default="tiny", help="family size: tiny (ti, s, vit_b, ...)")
-    add_patch_flags(p)
+    flags.add_patch_flags(p)
     p.add_argument("--seed", type=int, default=0, help="data, teacher and students")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -155,7 +140,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--latency-prompts", type=int, default=16, help="box prompts per timed image")
     p.add_argument("--latency-reps", type=int, default=5)
     args = p.parse_args(argv)
-    check_positive(
+    flags.check_positive(
         p,
         args,
         (
@@ -172,10 +157,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.input_size = args.input_size or args.image_size
     if args.input_size % 16:
         p.error(f"--input-size must be a multiple of 16 (the models' patch), got {args.input_size}")
-    check_regime_flags(p, args)
-    if args.teacher_weights and not os.path.isfile(args.teacher_weights):
-        p.error(f"--teacher-weights {args.teacher_weights!r} does not exist")
-    check_patches(p, args)
+    flags.check_regime_flags(p, args)
+    flags.check_files(p, args, ("teacher_weights",))
+    flags.check_patches(p, args)
     for role in ("teacher", "student"):
         patch = getattr(args, f"{role}_patch")
         if args.input_size % patch:
@@ -192,12 +176,12 @@ def teacher_member(args: argparse.Namespace) -> Member:
     """The teacher: the "tiny" size of --teacher-family widened and deepened (SAM: global
     attention in every other block, the rest windowed, as SAM), with --teacher-patch."""
     widen = (args.teacher_embed_dim, args.teacher_depth, args.teacher_heads)
-    return member(args.teacher_family, "tiny", args.teacher_patch, widen)
+    return flags.member(args.teacher_family, "tiny", args.teacher_patch, widen)
 
 
 def student_member(args: argparse.Namespace) -> Member:
     """The student: --student-family at --student-size with --student-patch."""
-    return member(args.student_family, args.student_size, args.student_patch)
+    return flags.member(args.student_family, args.student_size, args.student_patch)
 
 
 def teacher_weights(args: argparse.Namespace, out: Path) -> str:
@@ -216,7 +200,7 @@ def run_specs(args: argparse.Namespace, names: Dict[str, str], out: Path) -> Dic
         train_name=names["train"],
         test_name=names["test"],
         device=args.device,
-        extra_opts=regime_of(args).opts()
+        extra_opts=flags.regime_of(args).opts()
         + (["TEST.EVAL_PERIOD", str(args.eval_period)] if args.eval_period else []),
     )
     sched = dict(ims_per_batch=args.batch, base_lr=args.lr, max_prompts=args.prompts)
@@ -367,9 +351,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     """Run the five stages; returns what results.json holds."""
     start = time.perf_counter()
     args = parse_args(argv)
-    start_study_process(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_study(args.threads, args.out)
 
     stage(1, "data: synthetic RockFrag")
     names, dataset = prepare_data(args, out)

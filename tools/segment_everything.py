@@ -30,7 +30,32 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from cli_flags import MEASURE_FLAGS, add_flag_table, add_measure_flags, flag_values  # noqa: E402
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+# The automatic mask generator's parameters, one flag each: (name, type, default, help). Its
+# defaults suit SAM ViT-H; a small student needs lower thresholds.
+GENERATOR_PARAMETERS = (
+    ("points_per_side", int, 32, "N: an N x N point grid per tile (default 32)"),
+    ("points_per_batch", int, 64, "points decoded at once; lower it if memory runs out"),
+    ("pred_iou_thresh", float, 0.88, "keep masks whose predicted IoU exceeds this"),
+    ("stability_score_thresh", float, 0.95, "keep masks at least this stable"),
+    (
+        "stability_score_offset",
+        float,
+        1.0,
+        "stability = IoU of the masks at logit thresholds +offset and -offset",
+    ),
+    ("box_nms_thresh", float, 0.7, "box IoU above which a mask is a duplicate"),
+    ("crop_n_layers", int, 0, "SAM's crop layers inside each tile (default 0)"),
+    ("crop_nms_thresh", float, 0.7, "box IoU of duplicates between SAM crops"),
+    (
+        "min_mask_region_area",
+        int,
+        0,
+        "fill holes and remove islands under this many px (SAM's postprocessing)",
+    ),
+)
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -50,54 +75,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--glob", default="*", help="with a folder: file names to take (default *)")
     g = p.add_argument_group("automatic mask generator (SamAutomaticMaskGenerator's parameters)")
-    g.add_argument(
-        "--points-per-side",
-        type=int,
-        default=32,
-        help="N: an N x N point grid per tile (default 32)",
-    )
-    g.add_argument(
-        "--points-per-batch",
-        type=int,
-        default=64,
-        help="points decoded at once; lower it if memory runs out",
-    )
-    g.add_argument(
-        "--pred-iou-thresh",
-        type=float,
-        default=0.88,
-        help="keep masks whose predicted IoU exceeds this",
-    )
-    g.add_argument(
-        "--stability-score-thresh", type=float, default=0.95, help="keep masks at least this stable"
-    )
-    g.add_argument(
-        "--stability-score-offset",
-        type=float,
-        default=1.0,
-        help="stability = IoU of the masks at logit thresholds +offset and -offset",
-    )
-    g.add_argument(
-        "--box-nms-thresh",
-        type=float,
-        default=0.7,
-        help="box IoU above which a mask is a duplicate",
-    )
-    g.add_argument(
-        "--crop-n-layers",
-        type=int,
-        default=0,
-        help="SAM's crop layers inside each tile (default 0)",
-    )
-    g.add_argument(
-        "--crop-nms-thresh", type=float, default=0.7, help="box IoU of duplicates between SAM crops"
-    )
-    g.add_argument(
-        "--min-mask-region-area",
-        type=int,
-        default=0,
-        help="fill holes and remove islands under this many px (SAM's postprocessing)",
-    )
+    add_flag_table(g, GENERATOR_PARAMETERS)
     t = p.add_argument_group("tiling")
     t.add_argument(
         "--tile", type=int, default=0, help="tile side in image px (default: model input size)"
@@ -116,23 +94,7 @@ def argument_parser() -> argparse.ArgumentParser:
     f.add_argument("--fz-scale", type=float, default=100.0, help="larger: larger regions")
     f.add_argument("--fz-sigma", type=float, default=0.8, help="Gaussian smoothing before")
     f.add_argument("--fz-min-size", type=int, default=20, help="smallest region in px")
-    m = p.add_argument_group("measurement")
-    m.add_argument("--mm-per-px", type=float, default=None, help="pixel size; lengths then in mm")
-    m.add_argument("--min-area", type=int, default=0, help="drop objects under this many px")
-    m.add_argument(
-        "--exclude-border",
-        action="store_true",
-        help="leave objects touching the image border out of the size distribution",
-    )
-    m.add_argument(
-        "--size-measure",
-        default="equivalent_diameter",
-        choices=("equivalent_diameter", "minor_axis", "major_axis", "feret_diameter_max"),
-        help="the size of the distribution (default %(default)s)",
-    )
-    m.add_argument(
-        "--basis", default="number", choices=("number", "area"), help="weight per object"
-    )
+    add_measure_flags(p.add_argument_group("measurement"))
     p.add_argument(
         "--image-ids",
         metavar="COCO.json",
@@ -201,18 +163,9 @@ def make_generator(args: argparse.Namespace):
     if not args.config_file:
         raise SystemExit("--config-file is required with --segmenter student (the default)")
     predictor = SardPredictor.from_config(args.config_file, None, args.opts, device=args.device)
+    names = [row[0] for row in GENERATOR_PARAMETERS]
     generator = SardAutomaticMaskGenerator(
-        predictor,
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        stability_score_offset=args.stability_score_offset,
-        box_nms_thresh=args.box_nms_thresh,
-        crop_n_layers=args.crop_n_layers,
-        crop_nms_thresh=args.crop_nms_thresh,
-        min_mask_region_area=args.min_mask_region_area,
-        output_mode="coco_rle",
+        predictor, **flag_values(args, names), output_mode="coco_rle"
     )
     return generator, args.tile or predictor.transform.target_length
 
@@ -227,13 +180,7 @@ def main(argv=None) -> int:
     from sard.export.everything import MeasureSettings, records_to_results, write_image_outputs
 
     try:
-        settings = MeasureSettings(
-            min_area=args.min_area,
-            exclude_border=args.exclude_border,
-            size_measure=args.size_measure,
-            basis=args.basis,
-            mm_per_px=args.mm_per_px,
-        )
+        settings = MeasureSettings(**flag_values(args, MEASURE_FLAGS))
     except ValueError as e:
         raise SystemExit(str(e))
     images = list_images(args.input, args.glob)

@@ -27,6 +27,8 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from cli_flags import add_measure_flags  # noqa: E402
+
 
 def argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -40,23 +42,7 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every image of --gt, not only those with results",
     )
-    p.add_argument("--mm-per-px", type=float, default=None, help="pixel size; sizes then in mm")
-    p.add_argument(
-        "--size-measure",
-        default="equivalent_diameter",
-        choices=("equivalent_diameter", "minor_axis", "major_axis", "feret_diameter_max"),
-        help="the size of the distribution (default %(default)s)",
-    )
-    p.add_argument(
-        "--basis",
-        default="number",
-        choices=("number", "area"),
-        help="weight per object: 1 or its area",
-    )
-    p.add_argument("--min-area", type=int, default=0, help="leave out objects under this many px")
-    p.add_argument(
-        "--exclude-border", action="store_true", help="leave out objects touching the image border"
-    )
+    add_measure_flags(p)
     p.add_argument(
         "--floor",
         nargs="+",

@@ -8,6 +8,7 @@ study modules take (``RegimeFlags``, ``Member``), so nothing below the tools rea
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -108,6 +109,15 @@ def check_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names: 
     for name in names:
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
+
+
+def check_files(p: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]):
+    """A parser error naming the first of ``names`` (attribute names) that is given but is not an
+    existing file."""
+    for name in names:
+        path = getattr(args, name)
+        if path and not os.path.isfile(path):
+            p.error(f"--{name.replace('_', '-')} {path!r} does not exist")
 
 
 def member(family: str, size: str, patch: int = 16, widen: Tuple[int, int, int] = ()) -> Member:

@@ -320,6 +320,15 @@ def start_study_process(threads: int) -> None:
     logging.getLogger("sard.models").setLevel(logging.ERROR)
 
 
+def start_study(threads: int, out: str) -> Path:
+    """A study tool's start: ``start_study_process(threads)``, then its output folder ``out``,
+    made if missing; returns it."""
+    start_study_process(threads)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def spawn_pool(workers: int):
     """A process pool of fresh interpreters ("spawn": no forked torch state, safe with threads
     and CUDA) for ``train_run_job``."""
