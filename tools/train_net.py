@@ -116,16 +116,9 @@ def run(argv=None) -> int:
             os.execv(sys.executable, command)
         # Called from Python: the caller's process must survive, so the script is a child.
         return subprocess.call(command)
-    from sard.engine import launch
+    from sard.engine.launch import launch, launch_command_line
 
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_command_line(launch, main, args)
 
 
 if __name__ == "__main__":

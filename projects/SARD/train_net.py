@@ -25,6 +25,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch  # 
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from sard.engine.launch import launch_command_line  # noqa: E402
 from sard.engine.setup import setup_config  # noqa: E402
 from sard_project import add_sard_config  # noqa: E402,F401  (registers the meta-architecture)
 from sard_project.trainer import (  # noqa: E402
@@ -62,14 +63,7 @@ def main(args):
 
 
 def launch_detectron2(args):
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_command_line(launch, main, args)
 
 
 def run(argv=None) -> None:

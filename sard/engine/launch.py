@@ -67,3 +67,17 @@ def _worker(
         main_func(*args)
     finally:
         dist.destroy_process_group()
+
+
+def launch_command_line(launcher: Callable[..., Any], main_func: Callable[..., Any], args) -> Any:
+    """``launcher(main_func, ...)`` with the process layout of detectron2's command line
+    (``args.num_gpus``, ``num_machines``, ``machine_rank``, ``dist_url``) and ``main_func(args)``
+    in each process; ``launcher`` is this module's ``launch`` or detectron2's (same signature)."""
+    return launcher(
+        main_func,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
