@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from sard.atomic_files import atomic_write_json
 from sard.data.masks import rle_problem
 
-from .teacher_cache import IDENTITY_FILE, open_entry_store, read_entry
+from .teacher_cache import IDENTITY_FILE, load_entry, open_entry_store
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +115,14 @@ class PseudoLabelStore:
     def _load(self, key: str) -> Optional[PseudoLabels]:
         if not self.directory:
             return self._memory.get(key)
-        path = self._path(key)
-        if not os.path.isfile(path):
-            return None
-        raw = read_entry(
-            path,
+        raw = load_entry(
+            self,
+            key,
             _read_json,
             lambda raw: _entry_problem(raw, self.fingerprint, key),
             "pseudo-label entry",
         )
         if raw is None:
-            self.recomputed += 1
             return None
         c = raw["content"]
         return PseudoLabels(

@@ -120,6 +120,24 @@ def open_entry_store(
             )
 
 
+def load_entry(
+    store: Any,
+    key: str,
+    read: Callable[[str], Any],
+    problem_of: Callable[[Any], Optional[str]],
+    what: str,
+) -> Optional[Any]:
+    """The raw disk entry of ``key`` in a store set up by ``open_entry_store`` (with a folder),
+    read through ``read_entry``: None when absent, or unusable (counted in ``store.recomputed``)."""
+    path = store._path(key)
+    if not os.path.isfile(path):
+        return None
+    raw = read_entry(path, read, problem_of, what)
+    if raw is None:
+        store.recomputed += 1
+    return raw
+
+
 def read_entry(
     path: str,
     read: Callable[[str], Any],
@@ -168,20 +186,15 @@ class TeacherCache:
     def _load(self, key: str, layout_key: Tuple[int, ...]) -> Optional[Dict[str, torch.Tensor]]:
         if not self.directory:
             return self._memory.get(key)
-        path = self._path(key)
-        if not os.path.isfile(path):
-            return None
-        raw = read_entry(
-            path,
+        raw = load_entry(
+            self,
+            key,
             lambda p: torch.load(p, map_location="cpu", weights_only=True),
             lambda raw: self._entry_problem(raw, key)
             or self._layout_problem(raw["tensors"], layout_key),
             "teacher cache entry",
         )
-        if raw is None:
-            self.recomputed += 1
-            return None
-        return raw["tensors"]
+        return None if raw is None else raw["tensors"]
 
     def _entry_problem(self, raw: Any, key: str) -> Optional[str]:
         """Why a loaded disk entry is unusable, or None."""
