@@ -286,7 +286,7 @@ def pseudo_label_quality(
     draws the first ``shown`` tiles holding at least 3 objects."""
     from sard.data.masks import decode_many
     from sard.engine.builders import build_mapper, dataset_records
-    from sard.modeling.pseudo_label_quality import LabelQuality
+    from sard.distill.pseudo_label_quality import LabelQuality
     from sard.reporting.plots import _figure, _save, instance_overlay
 
     trainer = build_trainer(config, spec.opts() + ["SOLVER.MAX_ITER", "1"], run_dir)

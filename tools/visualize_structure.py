@@ -38,7 +38,7 @@ def main(argv=None) -> list:
     from sard.config.sard_config import resize_mode, structure_map_kwargs
     from sard.data import read_image
     from sard.data.transforms import make_plan
-    from sard.modeling.build import build_member, member_image_size
+    from sard.distill.build import build_member, member_image_size
     from sard.structure import compute_structure_map, render_structure_map
 
     args = parse_args(argv)

@@ -47,7 +47,7 @@ def _set_default(node: CfgNode, key: str, value: Any) -> None:
 
 
 def add_pseudo_label_config(sard: CfgNode, CN: type) -> None:
-    """MODEL.SARD.PSEUDO_LABELS: label-free distillation (``sard.modeling.pseudo_labels``).
+    """MODEL.SARD.PSEUDO_LABELS: label-free distillation (``sard.distill.pseudo_labels``).
 
     The teacher segments every unlabeled training image (a DATASETS.TRAIN folder of images) with
     SAM's automatic mask generator on its own embedding: a grid of point prompts over the model

@@ -9,7 +9,7 @@
 Sizes come from the file headers (nothing is decoded at registration). Such records carry no
 instances: with ``MODEL.SARD.PSEUDO_LABELS.ENABLED`` the teacher segments each image during
 training and its masks give the prompts and the task-loss targets
-(``sard.modeling.pseudo_labels``); without it, training on them is refused in one line
+(``sard.distill.pseudo_labels``); without it, training on them is refused in one line
 (:func:`unlabeled_error`). They cannot be evaluated (there is nothing to compare with).
 """
 

@@ -20,7 +20,7 @@ Instances whose mask is empty at the original resolution are dropped with a coun
 Unlabeled records (image folders, ``sard.data.image_folder``) are augmented the same way but
 carry no instances: the sample has no prompts, ``unlabeled`` True and a ``prompt_seed`` drawn
 from the training generator, with which the distiller samples prompts from the teacher's
-pseudo-masks of this very input (``sard.modeling.pseudo_labels``). They cannot be evaluated.
+pseudo-masks of this very input (``sard.distill.pseudo_labels``). They cannot be evaluated.
 """
 
 from __future__ import annotations

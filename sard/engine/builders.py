@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence
 
 from fvcore.common.config import CfgNode
 
-from sard.modeling.build import build_distiller
+from sard.distill.build import build_distiller
 from sard.config.sard_config import resize_mode
 from sard.models.base import is_promptable_family
 

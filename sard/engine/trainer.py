@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sard.config.contract import describe_contract, effective_config
-from sard.modeling.build import build_distiller
+from sard.distill.build import build_distiller
 
 from sard import distributed as comm
 from .builders import build_evaluator, build_inference_model, build_mapper, evaluation_records

@@ -25,7 +25,7 @@ def load_student(
     error (an untrained student is rarely what one means to deploy).
     """
     from sard.config import load_config
-    from sard.modeling import build_member
+    from sard.distill import build_member
     from sard.local_paths import require_local_path
 
     cfg = load_config(config_file, list(opts))

@@ -1,6 +1,6 @@
 """Registers ``SARDDistiller`` with detectron2's META_ARCH_REGISTRY.
 
-The class is ``sard.modeling.SARDDistiller`` with detectron2's ``@configurable`` constructor, so
+The class is ``sard.distill.SARDDistiller`` with detectron2's ``@configurable`` constructor, so
 ``detectron2.modeling.build_model(cfg)`` builds it from ``MODEL.META_ARCHITECTURE: SARDDistiller``.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from sard.modeling import SARDDistiller as _SARDDistiller
-from sard.modeling import distiller_kwargs
+from sard.distill import SARDDistiller as _SARDDistiller
+from sard.distill import distiller_kwargs
 
 
 @META_ARCH_REGISTRY.register()

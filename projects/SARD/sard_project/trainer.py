@@ -229,7 +229,7 @@ class Trainer(DefaultTrainer):
 
 def build_inference_model(cfg) -> torch.nn.Module:
     """The registered meta-architecture with the student alone (no teacher built), on device."""
-    from sard.modeling import distiller_kwargs
+    from sard.distill import distiller_kwargs
 
     from .meta_arch import SARDDistiller
 

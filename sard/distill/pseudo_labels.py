@@ -115,7 +115,7 @@ class _PowerOfTwoLog:
 @functools.lru_cache(maxsize=None)
 def _embedded_predictor_class():
     """``SardPredictor`` whose image of a given size takes a given embedding instead of running
-    the encoder (imported lazily: sard.export imports sard.modeling)."""
+    the encoder (imported lazily: sard.export imports sard.distill)."""
     from sard.export.predictor import SardPredictor
 
     class EmbeddedPredictor(SardPredictor):

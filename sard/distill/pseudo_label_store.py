@@ -1,6 +1,6 @@
 """Storage of the teacher's pseudo-masks, one entry per model input (label-free distillation).
 
-Entries are keyed like the teacher cache's (``sard.modeling.teacher_cache.image_key``: the
+Entries are keyed like the teacher cache's (``sard.distill.teacher_cache.image_key``: the
 model input's pixels and valid region) and live in memory, or, with a directory, as one JSON
 file per input in ``<directory>/pseudo_labels-<fingerprint>/``, beside the teacher cache's own
 folders. The fingerprint hashes the store's identity (the teacher: family, size, architecture,

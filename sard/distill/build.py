@@ -132,7 +132,7 @@ def teacher_cache_identity(
     stage_taps=(),
 ) -> Dict:
     """What the teacher cache's entries depend on, besides the input image (see
-    ``sard.modeling.teacher_cache``): the teacher (``_teacher_identity``), the cached outputs
+    ``sard.distill.teacher_cache``): the teacher (``_teacher_identity``), the cached outputs
     (taps, semantic scores, W) and, when
     W is cached, its settings ``structure`` (the head's ``structure_settings``: betas, radius,
     sigma, border cells; None when the head caches no W). ``stage_taps``: the stages a

@@ -19,7 +19,7 @@ Padded images (SAM's "longest_pad", the semantic "fit_pad"): each image's valid 
 
 Label-free training: samples of unlabeled images (``unlabeled`` True, no prompts) get their
 prompts and task-loss targets from the teacher's pseudo-masks of that very input
-(``pseudo_labeler``, ``sard.modeling.pseudo_labels``) before the student runs; the teacher's
+(``pseudo_labeler``, ``sard.distill.pseudo_labels``) before the student runs; the teacher's
 embedding computed for distillation is reused for them, so its encoder runs once per input.
 """
 
