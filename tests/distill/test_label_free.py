@@ -24,8 +24,8 @@ from sard.data.image_folder import load_image_folder, register_image_folder
 from sard.data.mixing import mix_records, mixed_counts
 from sard.data.paths import register_dataset_paths
 from sparse_masks import sparse_mask_model
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE = 64
 # Thresholds inside the spread of the test teacher's scores (IoU 0.45-0.65, stability 0.5-0.8),

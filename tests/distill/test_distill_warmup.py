@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sard.engine import Trainer
-from test_training import _stream, tiny_cfg
+from testkit import tiny_cfg, train_stream
 
 TASK_PREFIXES = ("loss_mask", "loss_iou", "loss_m2f")
 
@@ -22,7 +22,7 @@ def _losses(model, batch, iteration):
 def test_distillation_terms_ramp_in_and_the_task_loss_does_not(kind, method, tiny_synth, tmp_path):
     opts = ["MODEL.SARD.METHOD", method, "MODEL.SARD.DISTILL_WARMUP_ITERS", "4"]
     trainer = Trainer(tiny_cfg(kind, str(tmp_path), *opts, "DATASETS.TEST", "()"))
-    model, batch = trainer.model.train(), next(iter(_stream(trainer)))
+    model, batch = trainer.model.train(), next(iter(train_stream(trainer)))
     first, last, later = (_losses(model, batch, it) for it in (0, 3, 50))
     distill = [k for k in first if not k.startswith(TASK_PREFIXES)]
     task = [k for k in first if k.startswith(TASK_PREFIXES)]
@@ -43,7 +43,7 @@ def test_distillation_terms_ramp_in_and_the_task_loss_does_not(kind, method, tin
 def test_warmup_without_an_iteration_says_what_is_missing(tiny_synth, tmp_path):
     opts = ["MODEL.SARD.METHOD", "kd", "MODEL.SARD.DISTILL_WARMUP_ITERS", "4"]
     trainer = Trainer(tiny_cfg("sam", str(tmp_path), *opts, "DATASETS.TEST", "()"))
-    model, batch = trainer.model.train(), next(iter(_stream(trainer)))
+    model, batch = trainer.model.train(), next(iter(train_stream(trainer)))
     model.iteration = None
     with pytest.raises(RuntimeError, match="distiller.iteration"):
         model(batch)
@@ -64,7 +64,7 @@ def test_inside_detectron2_the_event_storage_gives_the_iteration(tiny_synth, tmp
 
     opts = ["MODEL.SARD.METHOD", "kd", "MODEL.SARD.DISTILL_WARMUP_ITERS", "4"]
     trainer = Trainer(tiny_cfg("sam", str(tmp_path), *opts, "DATASETS.TEST", "()"))
-    model, batch = trainer.model.train(), next(iter(_stream(trainer)))
+    model, batch = trainer.model.train(), next(iter(train_stream(trainer)))
     full = _losses(model, batch, 3)["loss_kd"]
     model.iteration = None
     with EventStorage(start_iter=1), torch.no_grad():

@@ -11,8 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import REPO
 
 
 def run_tool(*args: str, timeout: int = 300) -> str:

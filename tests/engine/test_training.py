@@ -8,34 +8,8 @@ import os
 import pytest
 import torch
 
-from sard.config import load_config
 from sard.engine import Trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {
-    "sam": os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml"),
-    "m2f": os.path.join(REPO, "configs", "tiny", "m2f_tiny.yaml"),
-    "vit": os.path.join(REPO, "configs", "tiny", "vit_tiny.yaml"),
-    "m2f_resnet": os.path.join(REPO, "configs", "tiny", "m2f_tiny_to_resnet.yaml"),
-}
-
-
-def tiny_cfg(kind: str, out: str, *opts: str):
-    sem = "_sem" if kind != "sam" else ""
-    size = ["INPUT.IMAGE_SIZE", "(64, 64)"]
-    return load_config(
-        TINY[kind],
-        [
-            "OUTPUT_DIR",
-            out,
-            "DATASETS.TRAIN",
-            f"('test_synth{sem}_train',)",
-            "DATASETS.TEST",
-            f"('test_synth{sem}_val',)",
-            *size,
-            *opts,
-        ],
-    )
+from testkit import DISTILL_LOSS_KEYS, tiny_cfg, train_stream
 
 
 @pytest.mark.parametrize("kind", ["sam", "m2f", "vit", "m2f_resnet"])
@@ -232,28 +206,11 @@ def test_every_method_trains(kind, method, tiny_synth, tmp_path):
     trainer = Trainer(tiny_cfg(kind, str(tmp_path), *opts))
     if method == "none":
         assert trainer.model.teacher is None
-    losses = trainer.run_step(trainer.model, next(iter(_stream(trainer))), 0)
+    losses = trainer.run_step(trainer.model, next(iter(train_stream(trainer))), 0)
     distill = {k for k in losses if not k.startswith(("loss_mask", "loss_iou", "loss_m2f"))}
-    expected = {
-        "none": set(),
-        "uniform": {"loss_fc", "loss_da"},
-        "kd": {"loss_kd"},
-        "skd": {"loss_skd"},
-        "cwd": {"loss_cwd"},
-        "mgd": {"loss_mgd"},
-        "dkd": {"loss_dkd_tckd", "loss_dkd_nckd"},
-        "reviewkd": {"loss_reviewkd"},
-    }[method]
+    expected = set() if method == "none" else DISTILL_LOSS_KEYS[method]
     assert distill == expected
     assert all(v == v and abs(v) < 1e6 for v in losses.values())
-
-
-def _stream(trainer):
-    from sard.engine.builders import build_mapper
-    from sard.engine.data import TrainStream
-
-    mapper = build_mapper(trainer.cfg, is_train=True)
-    return TrainStream(trainer.records, mapper, trainer.cfg.SOLVER.IMS_PER_BATCH, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["sam", "m2f", "vit"])

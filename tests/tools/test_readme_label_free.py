@@ -5,7 +5,7 @@ run unchanged in a folder laid out as the quickstart leaves it: ``configs/`` and
 ``output/quickstart/teacher/model_final.pth`` (here a random teacher of the quickstart's
 architecture, in the training-checkpoint format) and ``output/quickstart/data/synth_128px``
 (4 train and 2 test images with their COCO files). The study commands of the section are run
-at a minuscule size by tests/test_label_free_study.py.
+at a minuscule size by tests/tools/test_label_free_study.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import sys
 import warnings
 
 import torch
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import REPO
 
 
 def section_blocks():

@@ -8,8 +8,7 @@ import os
 import re
 import subprocess
 import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import REPO
 
 
 def test_quick_cpu_run_writes_a_complete_report(tmp_path):

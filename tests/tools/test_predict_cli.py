@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from sard.data.masks import decode_segmentation
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 

@@ -18,8 +18,8 @@ import sys
 import pytest
 import torch
 from sparse_masks import sparse_mask_model
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("export_student.py", "predict.py", "segment_everything.py", "size_distribution.py")
 
 

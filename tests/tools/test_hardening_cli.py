@@ -21,8 +21,8 @@ from PIL import Image
 
 from cli_values import float_range, int_range
 from sard.user_errors import EXIT_USER_ERROR, UserError, run_tool
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 

@@ -15,7 +15,7 @@ from sard.data.converters import find_label_pairs, geojson_to_coco, labels_to_co
 from sard.data.masks import decode_segmentation
 from sard.data.mnfinder_data import find_mnfinder_package, list_mnfinder_samples, mnfinder_to_coco
 
-GRAVEL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gravel_fh")
+GRAVEL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "gravel_fh")
 
 
 def masks_by_instance(json_file: str, image_root: str):

@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--dataset",
     "synth",

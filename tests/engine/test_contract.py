@@ -17,8 +17,8 @@ import torch
 from sard.config import load_config
 from sard.config.contract import effective_config, effective_settings
 from sard.engine.solver import build_lr_scheduler, build_optimizer, lr_multiplier
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")

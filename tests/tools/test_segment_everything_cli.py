@@ -13,8 +13,8 @@ from PIL import Image
 
 from sard.data.masks import decode_segmentation
 from sparse_masks import sparse_mask_model
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 # Thresholds a random student passes (its IoU head has not learnt anything).

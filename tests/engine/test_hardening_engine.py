@@ -19,8 +19,8 @@ import time
 
 import pytest
 import torch
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
 
@@ -146,7 +146,10 @@ def finished_run(tiny_synth, tmp_path_factory, load_script):
     train_net = load_script("tools/train_net.py")
     root = tmp_path_factory.mktemp("finished")
     runs = {}
-    for kind, config in (("sam", TINY_SAM), ("m2f", os.path.join("configs", "tiny", "m2f_tiny.yaml"))):
+    for kind, config in (
+        ("sam", TINY_SAM),
+        ("m2f", os.path.join("configs", "tiny", "m2f_tiny.yaml")),
+    ):
         out = root / kind
         argv = ["--config-file", os.path.join(REPO, config), "OUTPUT_DIR", str(out)]
         argv += ["INPUT.IMAGE_SIZE", "(64, 64)", "SOLVER.MAX_ITER", "2"]
@@ -379,7 +382,9 @@ def test_a_read_only_output_folder_is_refused_in_one_line(tiny_synth, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["a file", "inside a file"])
-def test_an_output_folder_that_cannot_be_a_folder_is_refused_in_one_line(tiny_synth, tmp_path, where):
+def test_an_output_folder_that_cannot_be_a_folder_is_refused_in_one_line(
+    tiny_synth, tmp_path, where
+):
     """OUTPUT_DIR naming a file (or a path through one) fails in one line naming the path, for
     root too (unlike read-only folders)."""
     blocker = tmp_path / "blocker"

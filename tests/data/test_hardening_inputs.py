@@ -25,8 +25,8 @@ from sard.data.converters import geojson_to_coco
 from sard.data.image_io import image_size
 from sard.data.masks import decode_segmentation, encode_mask, rle_problem
 from sard.data.validate import format_report, validate_coco_dataset
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 20, 30
 MEMORY_CAP = 3 << 30  # bytes of address space for the child processes
 

@@ -22,8 +22,8 @@ from sard.models.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from sard.modeling import build_member
 from sard.modeling.build import build_distiller
 from sard.modeling.teacher_cache import TeacherCache, image_key, tensor_digest
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 TINY_M2F = os.path.join(REPO, "configs", "tiny", "m2f_tiny.yaml")
 SIZE = ["INPUT.IMAGE_SIZE", "(64, 64)"]

@@ -9,8 +9,8 @@ import pytest
 
 from sard.config import get_cfg, load_config, validate_config
 from sard.losses import method_names
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 
 

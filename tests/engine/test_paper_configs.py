@@ -8,7 +8,7 @@ batch 1: the MAX_EPOCHS path) and evaluates one image at 128 px, through tools/t
 One config per distinct (teacher, student) architecture pair runs here: the cityscapes and
 ade20k variants of the Mask2Former and ViT pairs build the same networks as their rockfrag
 variants (only NUM_CLASSES and dataset names differ) and would add minutes of CI for nothing
-new; their configs are still loaded and resolved by tests/test_contract.py.
+new; their configs are still loaded and resolved by tests/engine/test_contract.py.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 
 from sard.config import load_config
 from sard.models.official_layout import save_random_official_weights
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = [
     "sam_h_to_efficientsam.yaml",
     "sam_h_to_efficientsam_s.yaml",

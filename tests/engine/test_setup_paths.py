@@ -17,8 +17,8 @@ import torch
 from sard.config import load_config
 from sard.data import DatasetError
 from sard.data.paths import dataset_folder_name, register_dataset_paths
+from testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
 

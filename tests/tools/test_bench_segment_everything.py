@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import REPO
 
 
 def test_bench_segment_everything_prints_both_models_and_the_ratio():
