@@ -20,6 +20,7 @@ from sard.data.prompts import (
     LABEL_POS,
     eval_rng,
 )
+from testkit import paint_rectangles
 
 H, W = 60, 90
 # (y0, x0, h, w) of the instances; instance k is painted red 255, green 20 * (k + 1)
@@ -38,21 +39,7 @@ RECTS = [
 def make_dict(tmp_path, rects=RECTS, size=(H, W), image_id="img_7"):
     h, w = size
     image = np.zeros((h, w, 3), np.uint8)
-    anns = []
-    for k, (y0, x0, rh, rw) in enumerate(rects):
-        mask = np.zeros((h, w), bool)
-        mask[y0 : y0 + rh, x0 : x0 + rw] = True
-        image[mask] = (255, 20 * (k + 1), 0)
-        anns.append(
-            {
-                "bbox": [x0, y0, rw, rh],
-                "bbox_mode": 1,
-                "segmentation": encode_mask(mask),
-                "category_id": 0,
-                "iscrowd": 0,
-                "area": float(mask.sum()),
-            }
-        )
+    anns = paint_rectangles(image, rects, lambda k: (255, 20 * (k + 1), 0))
     path = tmp_path / f"{image_id}.png"
     Image.fromarray(image).save(path)
     return {

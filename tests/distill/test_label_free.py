@@ -24,9 +24,8 @@ from sard.data.image_folder import load_image_folder, register_image_folder
 from sard.data.mixing import mix_records, mixed_counts
 from sard.data.paths import register_dataset_paths
 from sparse_masks import sparse_mask_model
-from testkit import REPO
+from testkit import ENGINES, REPO, TINY_SAM, run_train_net
 
-TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE = 64
 # Thresholds inside the spread of the test teacher's scores (IoU 0.45-0.65, stability 0.5-0.8),
 # so every filter removes masks; 1 to 6 masks per image survive.
@@ -424,21 +423,6 @@ def test_pseudo_labels_and_training_are_deterministic_for_a_seed(
     assert any(not torch.equal(x["points"], y["points"]) for x, y in zip(batches_a, batches_c))
 
 
-def _has_detectron2() -> bool:
-    from sard.config import detectron2_available
-
-    return detectron2_available()
-
-
-ENGINES = [
-    "sard",
-    pytest.param(
-        "detectron2",
-        marks=pytest.mark.skipif(not _has_detectron2(), reason="detectron2 is not installed"),
-    ),
-]
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_tiny_label_free_run_trains_and_evaluates(
     engine, photos, tiny_synth, teacher_weights, tmp_path
@@ -452,22 +436,7 @@ def test_a_tiny_label_free_run_trains_and_evaluates(
     opts[train] = f"('{data}/train.json', '{photos}')"
     opts += ["MODEL.SARD.PSEUDO_LABELS.UNLABELED_FRACTION", "0.5", "SOLVER.MAX_EPOCHS", "2"]
     opts += ["MODEL.SARD.CACHE.ENABLED", "True", "MODEL.SARD.CACHE.DIR", str(out / "cache")]
-    res = subprocess.run(
-        [
-            sys.executable,
-            "tools/train_net.py",
-            "--engine",
-            engine,
-            "--config-file",
-            TINY_SAM,
-            *opts,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    res = run_train_net("--config-file", TINY_SAM, *opts, engine=engine)
     assert res.returncode == 0, res.stderr[-4000:]
     log = open(out / "log.txt").read()
     assert "4 labelled + 4 unlabeled images -> 8 samples per epoch, 50% unlabeled" in log
@@ -488,22 +457,7 @@ def _a_tiny_run_with_the_builtin_engine(opts, d2_out, tmp_path):
     out = tmp_path / "builtin"
     opts = [str(out) if v == str(d2_out) else v for v in opts]
     opts = [v.replace(str(d2_out), str(out)) for v in opts]
-    res = subprocess.run(
-        [
-            sys.executable,
-            "tools/train_net.py",
-            "--engine",
-            "sard",
-            "--config-file",
-            TINY_SAM,
-            *opts,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    res = run_train_net("--config-file", TINY_SAM, *opts, engine="sard")
     assert res.returncode == 0, res.stderr[-4000:]
     return sorted(glob.glob(str(out / "cache" / "pseudo_labels-*" / "*.json")))
 

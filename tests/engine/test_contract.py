@@ -17,26 +17,10 @@ import torch
 from sard.config import load_config
 from sard.config.contract import effective_config, effective_settings
 from sard.engine.solver import build_lr_scheduler, build_optimizer, lr_multiplier
-from testkit import REPO
+from testkit import ENGINES, REPO, TINY_SAM, detectron2_available, run_train_net, tiny_synth_opts
 
 TOP_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
-TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
-
-
-def _has_detectron2() -> bool:
-    from sard.config import detectron2_available
-
-    return detectron2_available()
-
-
-ENGINES = [
-    "sard",
-    pytest.param(
-        "detectron2",
-        marks=pytest.mark.skipif(not _has_detectron2(), reason="detectron2 is not installed"),
-    ),
-]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -147,41 +131,13 @@ def test_clipping_off_leaves_gradients_alone():
 
 def _run_engine(engine, tiny_synth, out, *opts):
     """Two training iterations and evaluation through tools/train_net.py; returns metrics."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    data = os.path.join(tiny_synth, "rockfrag_synth")
-    cmd = [
-        sys.executable,
-        "tools/train_net.py",
-        "--engine",
-        engine,
-        "--config-file",
-        TINY_SAM,
-        *opts,
-        "OUTPUT_DIR",
-        str(out),
-        "INPUT.IMAGE_SIZE",
-        "(64, 64)",
-        "DATASETS.TRAIN",
-        f"('{data}/train.json',)",
-        "DATASETS.TEST",
-        f"('{data}/val.json',)",
-        "SOLVER.MAX_EPOCHS",
-        "1",  # 4 images / batch 2 = 2 iterations, whatever MAX_ITER says
-        "SOLVER.MAX_ITER",
-        "999",
-        "SOLVER.WARMUP_ITERS",
-        "2",
-        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
-        "0.01",
-        "TEST.MAX_IMAGES",
-        "1",
-        "SEED",
-        "5",
-    ]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    res = run_train_net(
+        *("--config-file", TINY_SAM, *opts, *tiny_synth_opts(tiny_synth, out)),
+        *("SOLVER.MAX_EPOCHS", "1"),  # 4 images / batch 2 = 2 iterations, whatever MAX_ITER says
+        *("SOLVER.MAX_ITER", "999", "SOLVER.WARMUP_ITERS", "2"),
+        *("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.01", "TEST.MAX_IMAGES", "1", "SEED", "5"),
+        engine=engine,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     lines = [json.loads(x) for x in open(out / "metrics.json")]
     return res, lines
@@ -215,7 +171,7 @@ def test_engine_honours_epochs_lr_log_period_eval_limit_and_logs(engine, tiny_sy
     assert "rng" in ckpt  # checkpoints hold the RNG state in both engines
 
 
-@pytest.mark.skipif(not _has_detectron2(), reason="detectron2 is not installed")
+@pytest.mark.skipif(not detectron2_available(), reason="detectron2 is not installed")
 def test_both_engines_log_the_same_iterations_and_lrs(tiny_synth, tmp_path):
     _, ours = _run_engine("sard", tiny_synth, tmp_path / "sard")
     _, theirs = _run_engine("detectron2", tiny_synth, tmp_path / "d2")

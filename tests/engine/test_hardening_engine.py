@@ -19,7 +19,7 @@ import time
 
 import pytest
 import torch
-from testkit import REPO
+from testkit import REPO, tiny_synth_opts
 
 TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
@@ -27,20 +27,6 @@ TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 @pytest.fixture(scope="module")
 def train_net(load_script):
     return load_script("tools/train_net.py")
-
-
-def _tiny_opts(tiny_synth, out):
-    data = os.path.join(tiny_synth, "rockfrag_synth")
-    return [
-        "OUTPUT_DIR",
-        str(out),
-        "INPUT.IMAGE_SIZE",
-        "(64, 64)",
-        "DATASETS.TRAIN",
-        f"('{data}/train.json',)",
-        "DATASETS.TEST",
-        f"('{data}/val.json',)",
-    ]
 
 
 def _one_line_error(train_net, capfd, argv):
@@ -79,7 +65,7 @@ def test_bad_config_values_are_one_line_and_write_nothing(
     train_net, capfd, tiny_synth, tmp_path, key, value, needle
 ):
     out = tmp_path / "out"
-    argv = ["--config-file", TINY_SAM, *_tiny_opts(tiny_synth, out), key, value]
+    argv = ["--config-file", TINY_SAM, *tiny_synth_opts(tiny_synth, out), key, value]
     err = _one_line_error(train_net, capfd, argv)
     assert needle in err
     assert not out.exists()
@@ -122,7 +108,7 @@ def test_model_weights_url_is_refused_before_any_download(
 ):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where iopath would cache a download
     out = tmp_path / "out"
-    argv = ["--config-file", TINY_SAM, *_tiny_opts(tiny_synth, out), "MODEL.WEIGHTS", url]
+    argv = ["--config-file", TINY_SAM, *tiny_synth_opts(tiny_synth, out), "MODEL.WEIGHTS", url]
     err = _one_line_error(train_net, capfd, argv)
     assert "MODEL.WEIGHTS" in err and "never downloads" in err
     assert not (tmp_path / "home").exists() and not out.exists()
@@ -167,7 +153,7 @@ def test_broken_model_weights_are_one_line(
     bad = tmp_path / "bad.pth"
     _write_bad_checkpoint(bad, kind, finished_run["sam"])
     for mode in ([], ["--eval-only"]):
-        argv = [*mode, "--config-file", TINY_SAM, *_tiny_opts(tiny_synth, tmp_path / "o")]
+        argv = [*mode, "--config-file", TINY_SAM, *tiny_synth_opts(tiny_synth, tmp_path / "o")]
         err = _one_line_error(train_net, capfd, [*argv, "MODEL.WEIGHTS", str(bad)])
         assert str(bad) in err
         assert "arbitrary Python code" not in err  # random bytes are not a code pickle
@@ -179,7 +165,7 @@ def test_a_checkpoint_of_another_family_is_refused_everywhere(
     """A Mask2Former training checkpoint given to the SAM config: refused by training, by
     --eval-only (which used to report metrics of a random model) and by --resume."""
     foreign = str(finished_run["m2f"])
-    base = ["--config-file", TINY_SAM, *_tiny_opts(tiny_synth, tmp_path / "o")]
+    base = ["--config-file", TINY_SAM, *tiny_synth_opts(tiny_synth, tmp_path / "o")]
     for mode in ([], ["--eval-only"]):
         err = _one_line_error(train_net, capfd, [*mode, *base, "MODEL.WEIGHTS", foreign])
         assert "does not fit this model" in err and "missing keys" in err
@@ -188,7 +174,7 @@ def test_a_checkpoint_of_another_family_is_refused_everywhere(
     resume_dir.mkdir()
     torch.save(torch.load(foreign, weights_only=True), resume_dir / "model_0000001.pth")
     (resume_dir / "last_checkpoint").write_text("model_0000001.pth")
-    argv = ["--resume", "--config-file", TINY_SAM, *_tiny_opts(tiny_synth, resume_dir)]
+    argv = ["--resume", "--config-file", TINY_SAM, *tiny_synth_opts(tiny_synth, resume_dir)]
     err = _one_line_error(train_net, capfd, argv)
     assert "model_0000001.pth does not fit this model" in err
 
@@ -201,7 +187,7 @@ def test_a_bare_student_state_dict_is_accepted_as_model_weights(
 
     bare = tmp_path / "student.pth"
     torch.save(student_state_dict(torch.load(finished_run["sam"], weights_only=True)), bare)
-    argv = ["--eval-only", "--config-file", TINY_SAM, *_tiny_opts(tiny_synth, tmp_path / "o")]
+    argv = ["--eval-only", "--config-file", TINY_SAM, *tiny_synth_opts(tiny_synth, tmp_path / "o")]
     assert run_tool(train_net.run, [*argv, "MODEL.WEIGHTS", str(bare)]) == 0
 
 
@@ -215,7 +201,7 @@ def test_orphaned_temporary_checkpoints_are_removed(tiny_synth, tmp_path):
     dead.wait()
     orphan = out / f"model_0000001.pth.tmp{dead.pid}"
     orphan.write_bytes(b"half a checkpoint")
-    Trainer(load_config(os.path.join(REPO, TINY_SAM), _tiny_opts(tiny_synth, out)))
+    Trainer(load_config(os.path.join(REPO, TINY_SAM), tiny_synth_opts(tiny_synth, out)))
     assert not orphan.exists()
 
 
@@ -251,7 +237,7 @@ def _fault_cmd(tiny_synth, out, *extra):
         "sard",
         "--config-file",
         TINY_SAM,
-        *_tiny_opts(tiny_synth, out),
+        *tiny_synth_opts(tiny_synth, out),
         "SOLVER.MAX_ITER",
         "4",
         "SOLVER.CHECKPOINT_PERIOD",

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
-from testkit import REPO
+from testkit import SIZE_OPTS, run_train_net
 
 TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 
 
-def run_train_net(
+def train_tiny_sam(
     root: str, out: str, *args: str, engine: str = "sard"
 ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DETECTRON2_DATASETS=root, OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "tools/train_net.py",
-        "--engine",
-        engine,
-        "--config-file",
-        TINY_SAM,
-        *args,
-        "OUTPUT_DIR",
-        out,
-        "INPUT.IMAGE_SIZE",
-        "(64, 64)",
-    ]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    """The tiny SAM config at 64 px into ``out``, the built-in dataset names found under ``root``."""
+    args = ("--config-file", TINY_SAM, *args, "OUTPUT_DIR", out, *SIZE_OPTS)
+    return run_train_net(*args, engine=engine, env={"DETECTRON2_DATASETS": root})
 
 
 def test_ddp_two_processes_match_one_process(tiny_synth, tmp_path):
@@ -47,9 +34,9 @@ def test_ddp_two_processes_match_one_process(tiny_synth, tmp_path):
         "SEED",
         "3",
     ]
-    one = run_train_net(tiny_synth, str(tmp_path / "one"), "--num-gpus", "1", *common)
+    one = train_tiny_sam(tiny_synth, str(tmp_path / "one"), "--num-gpus", "1", *common)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = run_train_net(tiny_synth, str(tmp_path / "two"), "--num-gpus", "2", *common)
+    two = train_tiny_sam(tiny_synth, str(tmp_path / "two"), "--num-gpus", "2", *common)
     assert two.returncode == 0, two.stderr[-3000:]
     a = torch.load(tmp_path / "one" / "model_final.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "two" / "model_final.pth", weights_only=True)["model"]
@@ -66,13 +53,13 @@ def test_ddp_two_processes_match_one_process(tiny_synth, tmp_path):
 
 def test_readme_style_run_trains_evaluates_and_writes_outputs(tiny_synth, tmp_path):
     out = tmp_path / "run"
-    res = run_train_net(tiny_synth, str(out))
+    res = train_tiny_sam(tiny_synth, str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint"):
         assert (out / name).is_file(), name
     assert "bIoU" in res.stdout + res.stderr
     # --eval-only on the result reproduces the evaluation without training.
-    again = run_train_net(
+    again = train_tiny_sam(
         tiny_synth,
         str(tmp_path / "eval"),
         "--eval-only",
@@ -83,7 +70,7 @@ def test_readme_style_run_trains_evaluates_and_writes_outputs(tiny_synth, tmp_pa
 
 
 def test_missing_teacher_weights_fail_before_training(tiny_synth, tmp_path):
-    res = run_train_net(tiny_synth, str(tmp_path), "MODEL.TEACHER.WEIGHTS", "weights/nope.pth")
+    res = train_tiny_sam(tiny_synth, str(tmp_path), "MODEL.TEACHER.WEIGHTS", "weights/nope.pth")
     assert res.returncode != 0
     assert "MODEL.TEACHER.WEIGHTS" in res.stderr and "weights/nope.pth" in res.stderr
     assert not (tmp_path / "metrics.json").exists()
@@ -91,7 +78,7 @@ def test_missing_teacher_weights_fail_before_training(tiny_synth, tmp_path):
 
 def test_detectron2_engine_runs_two_iterations(tiny_synth, tmp_path):
     pytest.importorskip("detectron2.engine", reason="detectron2 is not installed")
-    res = run_train_net(tiny_synth, str(tmp_path), "SOLVER.MAX_ITER", "2", engine="detectron2")
+    res = train_tiny_sam(tiny_synth, str(tmp_path), "SOLVER.MAX_ITER", "2", engine="detectron2")
     assert res.returncode == 0, res.stderr[-4000:]
     assert (tmp_path / "model_final.pth").is_file()
     ckpt = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
@@ -102,7 +89,7 @@ def test_detectron2_engine_runs_two_processes_on_cpus_with_gloo(tiny_synth, tmp_
     """detectron2's create_ddp_model passes device ids a CPU module refuses; ours does not."""
     pytest.importorskip("detectron2.engine", reason="detectron2 is not installed")
     args = ["--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2"]
-    res = run_train_net(
+    res = train_tiny_sam(
         tiny_synth, str(tmp_path), *args, "DATASETS.TEST", "()", engine="detectron2"
     )
     assert res.returncode == 0, res.stderr[-4000:]

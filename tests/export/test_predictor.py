@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from sard.data import PromptDatasetMapper
-from sard.data.masks import encode_mask
 from sard.data.transforms import make_plan
 from sard.export import SardPredictor
 from sard.models import Prompts, build_model
 from sard.models.base import encode
+from testkit import paint_rectangles
 
 SIZE = 64
 H, W = 48, 80  # not square and not the model size: exercises resize, padding and stretch
@@ -42,21 +42,7 @@ def scene(tmp_path_factory):
     """An (H, W) image with rectangles and its detectron2-style dataset dict."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 90, (H, W, 3), dtype=np.uint8)
-    anns = []
-    for k, (y0, x0, h, w) in enumerate(RECTS):
-        mask = np.zeros((H, W), bool)
-        mask[y0 : y0 + h, x0 : x0 + w] = True
-        image[mask] = (200, 40 * (k + 1), 90)
-        anns.append(
-            {
-                "bbox": [x0, y0, w, h],
-                "bbox_mode": 1,
-                "segmentation": encode_mask(mask),
-                "category_id": 0,
-                "iscrowd": 0,
-                "area": float(mask.sum()),
-            }
-        )
+    anns = paint_rectangles(image, RECTS, lambda k: (200, 40 * (k + 1), 90))
     path = tmp_path_factory.mktemp("scene") / "scene.png"
     Image.fromarray(image).save(path)
     record = {"file_name": str(path), "height": H, "width": W, "image_id": 3, "annotations": anns}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import pytest
 import torch
@@ -19,17 +18,8 @@ H = W = 64
 K = 5
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Every test here runs offline: the hub is told so, and any socket connection fails."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# Every test here runs offline (conftest.no_network): the hub is told so, sockets fail.
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def tiny(size: str = "tiny", weights: str = "", **kw) -> mask2former.Mask2FormerSemantic:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import timm
@@ -17,16 +16,8 @@ H, W = 64, 96
 K = 4
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Every test here runs offline: any socket connection fails."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# Every test here runs offline (conftest.no_network): the hub is told so, sockets fail.
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def tiny(weights: str = "", size: str = "tiny", **kw) -> vit_semantic.ViTSemantic:

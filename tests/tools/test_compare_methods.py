@@ -6,41 +6,13 @@ import json
 import os
 
 import pytest
-from testkit import REPO
+from testkit import REPO, TINY_TEACHER_ARGS
 
 TINY = [
-    "--dataset",
-    "synth",
-    "--methods",
-    "none",
-    "sard",
-    "--seeds",
-    "0",
-    "--iters",
-    "2",
-    "--teacher-iters",
-    "2",
-    "--image-size",
-    "64",
-    "--num-train",
-    "4",
-    "--num-test",
-    "2",
-    "--fragment-px",
-    "6",
-    "20",
-    "--prompts",
-    "4",
-    "--teacher-embed-dim",
-    "64",
-    "--teacher-depth",
-    "2",
-    "--teacher-heads",
-    "2",
-    "--latency-prompts",
-    "2",
-    "--latency-reps",
-    "1",
+    *("--dataset", "synth", "--methods", "none", "sard", "--seeds", "0"),
+    *("--iters", "2", "--teacher-iters", "2"),
+    *("--image-size", "64", "--num-train", "4", "--num-test", "2", "--fragment-px", "6", "20"),
+    *TINY_TEACHER_ARGS,
 ]
 
 

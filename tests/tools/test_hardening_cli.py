@@ -297,6 +297,13 @@ def test_predict_refuses_a_weights_url_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _predict_with_prompts_file(tmp_path, image: str, student_file: str):
+    """tools/predict.py on ``image`` with the prompts of tmp_path/p.json, writing tmp_path/out."""
+    args = ["--prompts-json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]
+    args += [*SIZE, "MODEL.WEIGHTS", student_file]
+    return _run("tools/predict.py", image, "--config-file", TINY_SAM, *args)
+
+
 def test_predict_names_the_annotation_with_a_nan_box(tmp_path, student_file):
     image = _image(tmp_path)
     coco = {
@@ -305,19 +312,7 @@ def test_predict_names_the_annotation_with_a_nan_box(tmp_path, student_file):
         "categories": [{"id": 1, "name": "grain"}],
     }
     (tmp_path / "p.json").write_text(json.dumps(coco))  # json writes NaN, and reads it back
-    res = _run(
-        "tools/predict.py",
-        image,
-        "--config-file",
-        TINY_SAM,
-        "--prompts-json",
-        str(tmp_path / "p.json"),
-        "--out",
-        str(tmp_path / "out"),
-        *SIZE,
-        "MODEL.WEIGHTS",
-        student_file,
-    )
+    res = _predict_with_prompts_file(tmp_path, image, student_file)
     line = _one_error_line(res)
     assert "annotation 7 of image 1" in line and "4 finite numbers" in line
     assert not (tmp_path / "out").exists()
@@ -325,19 +320,7 @@ def test_predict_names_the_annotation_with_a_nan_box(tmp_path, student_file):
 
 def test_predict_names_a_prompts_file_that_is_not_json(tmp_path, student_file):
     (tmp_path / "p.json").write_text("{not json")
-    res = _run(
-        "tools/predict.py",
-        _image(tmp_path),
-        "--config-file",
-        TINY_SAM,
-        "--prompts-json",
-        str(tmp_path / "p.json"),
-        "--out",
-        str(tmp_path / "out"),
-        *SIZE,
-        "MODEL.WEIGHTS",
-        student_file,
-    )
+    res = _predict_with_prompts_file(tmp_path, _image(tmp_path), student_file)
     assert "p.json is not valid JSON" in _one_error_line(res)
 
 

@@ -3,7 +3,6 @@ of a 1-iteration training run of configs/tiny/sam_tiny_to_efficientsam_tiny.yaml
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -12,15 +11,15 @@ import torch
 from PIL import Image
 
 from sard.data.masks import decode_segmentation
-from testkit import REPO
+from testkit import REPO, assert_help_explains_every_option, read_json
 
 CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 
 
-def _read_json(path) -> object:
-    with open(path) as f:
-        return json.load(f)
+def student_args(checkpoint: str) -> list[str]:
+    """The tools' options loading the trained tiny student at 64 px."""
+    return ["--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS]
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +50,14 @@ def checkpoint(tiny_synth, tmp_path_factory):
 @pytest.fixture(scope="module")
 def val_image(tiny_synth):
     folder = os.path.join(tiny_synth, "rockfrag_synth")
-    coco = _read_json(os.path.join(folder, "val.json"))
+    coco = read_json(os.path.join(folder, "val.json"))
     entry = coco["images"][0]
     return os.path.join(folder, "val", os.path.basename(entry["file_name"])), coco, entry
 
 
 def test_help_explains_every_option(capsys, load_script):
     for name in ("export_student", "predict", "bench_export"):
-        tool = load_script(f"tools/{name}.py")
-        with pytest.raises(SystemExit) as exit_info:
-            tool.main(["--help"])
-        assert exit_info.value.code == 0
-        text = capsys.readouterr().out
-        for action in tool.argument_parser()._actions:
-            assert action.help and len(action.help) > 10, (name, action.dest)
-            for option in action.option_strings:
-                assert option in text, (name, option)
+        assert_help_explains_every_option(load_script(f"tools/{name}.py"), capsys)
 
 
 def test_from_config_loads_the_trained_student(checkpoint):
@@ -91,11 +82,7 @@ def test_export_cli_with_training_checkpoint_and_bare_state_dict(
     tool = load_script("tools/export_student.py")
     code = tool.main(
         [
-            "--config-file",
-            CONFIG,
-            "MODEL.WEIGHTS",
-            checkpoint,
-            *SIZE_OPTS,
+            *student_args(checkpoint),
             "--format",
             "onnx",
             "--out",
@@ -105,7 +92,7 @@ def test_export_cli_with_training_checkpoint_and_bare_state_dict(
     text = capsys.readouterr().out
     assert code == 0, text
     assert "verification PASSED: max abs difference" in text
-    manifest = _read_json(tmp_path / "onnx" / "manifest.json")
+    manifest = read_json(tmp_path / "onnx" / "manifest.json")
     assert manifest["family"] == "efficient_sam" and manifest["image_size"] == [64, 64]
     assert manifest["parameters"]["exported"] == manifest["parameters"]["student"]
     # The exported encoder is the trained student, not a random one.
@@ -145,11 +132,7 @@ def test_predict_cli_boxes_from_coco(checkpoint, val_image, tmp_path, capsys, lo
     code = load_script("tools/predict.py").main(
         [
             image_path,
-            "--config-file",
-            CONFIG,
-            "MODEL.WEIGHTS",
-            checkpoint,
-            *SIZE_OPTS,
+            *student_args(checkpoint),
             "--prompts-json",
             os.path.join(os.path.dirname(os.path.dirname(image_path)), "val.json"),
             "--out",
@@ -161,7 +144,7 @@ def test_predict_cli_boxes_from_coco(checkpoint, val_image, tmp_path, capsys, lo
     )
     assert code == 0
     stem = os.path.splitext(os.path.basename(image_path))[0]
-    results = _read_json(tmp_path / f"{stem}_results.json")
+    results = read_json(tmp_path / f"{stem}_results.json")
     anns = [a for a in coco["annotations"] if a["image_id"] == entry["id"]]
     assert len(results) == len(anns) > 16  # several chunks
     assert {r["image_id"] for r in results} == {entry["id"]}
@@ -187,11 +170,7 @@ def test_predict_cli_grid_of_points(checkpoint, val_image, tmp_path, load_script
     code = load_script("tools/predict.py").main(
         [
             image_path,
-            "--config-file",
-            CONFIG,
-            "MODEL.WEIGHTS",
-            checkpoint,
-            *SIZE_OPTS,
+            *student_args(checkpoint),
             "--grid",
             "4",
             "--image-id",
@@ -205,7 +184,7 @@ def test_predict_cli_grid_of_points(checkpoint, val_image, tmp_path, load_script
     )
     assert code == 0
     stem = os.path.splitext(os.path.basename(image_path))[0]
-    results = _read_json(tmp_path / f"{stem}_results.json")
+    results = read_json(tmp_path / f"{stem}_results.json")
     assert len(results) <= 16 and all(r["image_id"] == 7 for r in results)
     from pycocotools import mask as mask_util
 
@@ -225,11 +204,7 @@ def test_predict_cli_errors_name_the_problem(checkpoint, val_image, tmp_path, lo
         tool.main(
             [
                 image_path,
-                "--config-file",
-                CONFIG,
-                "MODEL.WEIGHTS",
-                checkpoint,
-                *SIZE_OPTS,
+                *student_args(checkpoint),
                 "--prompts-json",
                 os.path.join(os.path.dirname(os.path.dirname(image_path)), "val.json"),
                 "--image-id",

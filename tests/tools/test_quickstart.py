@@ -6,35 +6,13 @@ import json
 import os
 
 import pytest
+from testkit import TINY_TEACHER_ARGS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = [
-    "--image-size",
-    "64",
-    "--num-train",
-    "4",
-    "--num-test",
-    "2",
-    "--min-size",
-    "6",
-    "--max-size",
-    "16",
-    "--teacher-iters",
-    "2",
-    "--student-iters",
-    "2",
-    "--prompts",
-    "4",
-    "--teacher-embed-dim",
-    "64",
-    "--teacher-depth",
-    "2",
-    "--teacher-heads",
-    "2",
-    "--latency-prompts",
-    "2",
-    "--latency-reps",
-    "1",
+    *("--image-size", "64", "--num-train", "4", "--num-test", "2"),
+    *("--min-size", "6", "--max-size", "16", "--teacher-iters", "2", "--student-iters", "2"),
+    *TINY_TEACHER_ARGS,
 ]
 
 

@@ -10,26 +10,20 @@ training-checkpoint format, whose automatic masks are small: tests/sparse_masks.
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
 
 import pytest
 import torch
 from sparse_masks import sparse_mask_model
-from testkit import REPO
+from testkit import checkout_like, readme_blocks
 
 TOOLS = ("export_student.py", "predict.py", "segment_everything.py", "size_distribution.py")
 
 
 def deploy_blocks():
     """[(language, code)] of the fenced blocks of the README's "## Deploy" section."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    start = text.index("\n## Deploy")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```(\w+)\n(.*?)```", text[start:end], flags=re.S)
+    return readme_blocks("## Deploy")
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +32,7 @@ def after_quickstart(tmp_path_factory):
     from sard.data.synthetic_dataset import generate_rockfrag_synth
 
     root = tmp_path_factory.mktemp("checkout")
-    for name in ("configs", "tools"):
-        os.symlink(os.path.join(REPO, name), root / name)
+    env = checkout_like(root)
     run = root / "output" / "quickstart" / "sard"
     run.mkdir(parents=True)
     student = sparse_mask_model("efficient_sam", 128, offset=0.2)
@@ -52,17 +45,6 @@ def after_quickstart(tmp_path_factory):
         seed=0,
         preview=False,
         progress=False,
-    )
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "python"  # a script, not a symlink: a venv's python must keep its path
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    wrapper.chmod(0o755)
-    env = dict(
-        os.environ,
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=REPO,
-        OMP_NUM_THREADS="1",
     )
     return root, env
 

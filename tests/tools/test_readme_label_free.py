@@ -11,22 +11,16 @@ at a minuscule size by tests/tools/test_label_free_study.py.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-import sys
 import warnings
 
 import torch
-from testkit import REPO
+from testkit import REPO, checkout_like, readme_blocks
 
 
 def section_blocks():
     """[(language, code)] of the fenced blocks of the section."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    start = text.index("\n### How far do images alone get me?")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```(\w+)\n(.*?)```", text[start:end], flags=re.S)
+    return readme_blocks("### How far do images alone get me?")
 
 
 def test_the_label_free_command_runs_as_written(tmp_path):
@@ -38,8 +32,7 @@ def test_the_label_free_command_runs_as_written(tmp_path):
     (command,) = [c for lang, c in section_blocks() if lang == "bash" and "train_net.py" in c]
     root = tmp_path / "checkout"
     root.mkdir()
-    for name in ("configs", "tools"):
-        os.symlink(os.path.join(REPO, name), root / name)
+    env = checkout_like(root)
     quick = root / "output" / "quickstart"
     generate_rockfrag_synth(
         str(quick / "data" / "synth_128px"),
@@ -56,17 +49,6 @@ def test_the_label_free_command_runs_as_written(tmp_path):
     (quick / "teacher").mkdir()
     state = {f"student.{k}": v for k, v in teacher.state_dict().items()}
     torch.save({"model": state, "iteration": 359}, quick / "teacher" / "model_final.pth")
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "python"  # a script, not a symlink: a venv's python must keep its path
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    wrapper.chmod(0o755)
-    env = dict(
-        os.environ,
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=REPO,
-        OMP_NUM_THREADS="1",
-    )
     res = subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", command],
         cwd=root,

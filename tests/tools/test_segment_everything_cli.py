@@ -13,17 +13,12 @@ from PIL import Image
 
 from sard.data.masks import decode_segmentation
 from sparse_masks import sparse_mask_model
-from testkit import REPO
+from testkit import REPO, assert_help_explains_every_option, read_json
 
 CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 # Thresholds a random student passes (its IoU head has not learnt anything).
 LOOSE = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--points-per-side", "4"]
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +38,7 @@ def checkpoint(tmp_path_factory):
 def mosaic(tiny_synth, tmp_path_factory):
     """The two 64 px validation images side by side, twice (128 x 128), with its COCO file."""
     folder = os.path.join(tiny_synth, "rockfrag_synth")
-    coco = _read_json(os.path.join(folder, "val.json"))
+    coco = read_json(os.path.join(folder, "val.json"))
     parts = []
     for entry in coco["images"][:2]:
         path = os.path.join(folder, "val", os.path.basename(entry["file_name"]))
@@ -62,15 +57,7 @@ def run_segment(load_script, args):
 
 def test_help_explains_every_option(capsys, load_script):
     for name in ("segment_everything", "size_distribution"):
-        tool = load_script(f"tools/{name}.py")
-        with pytest.raises(SystemExit) as exit_info:
-            tool.main(["--help"])
-        assert exit_info.value.code == 0
-        text = capsys.readouterr().out
-        for action in tool.argument_parser()._actions:
-            assert action.help and len(action.help) > 10, (name, action.dest)
-            for option in action.option_strings:
-                assert option in text, (name, option)
+        assert_help_explains_every_option(load_script(f"tools/{name}.py"), capsys)
 
 
 def test_one_image_gives_the_five_files(load_script, checkpoint, mosaic, tmp_path, capsys):
@@ -82,8 +69,8 @@ def test_one_image_gives_the_five_files(load_script, checkpoint, mosaic, tmp_pat
     names = sorted(os.listdir(out))
     suffixes = ("_results.json", "_objects.csv", "_summary.json", "_psd.png", "_overlay.png")
     assert names == sorted(f"rocks{s}" for s in suffixes)
-    results = _read_json(out / "rocks_results.json")
-    summary = _read_json(out / "rocks_summary.json")
+    results = read_json(out / "rocks_results.json")
+    summary = read_json(out / "rocks_summary.json")
     with open(out / "rocks_objects.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(results) == len(rows) == summary["count"] > 0
@@ -110,8 +97,8 @@ def test_a_folder_with_area_basis_and_filters(load_script, checkpoint, mosaic, t
     args += ["--glob", "rocks*", "--basis", "area", "--min-area", "5", "--exclude-border"]
     assert run_segment(load_script, [*args, "--out", str(out), "--no-progress"]) == 0
     for stem in ("rocks", "rocks_flipped"):
-        summary = _read_json(out / f"{stem}_summary.json")
-        results = _read_json(out / f"{stem}_results.json")
+        summary = read_json(out / f"{stem}_summary.json")
+        results = read_json(out / f"{stem}_results.json")
         assert summary["basis"] == "area" and summary["unit"] == "px"
         assert all(r["area"] >= 5 for r in results)
         assert summary["count"] == len(results) - summary["objects_touching_border"]
@@ -127,7 +114,7 @@ def test_strict_thresholds_say_which_one_removed_everything(
     assert run_segment(load_script, [*args, "--out", str(tmp_path), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "0 objects (all" in text and "under --pred-iou-thresh 0.99" in text
-    summary = _read_json(tmp_path / "rocks_summary.json")
+    summary = read_json(tmp_path / "rocks_summary.json")
     assert summary["count"] == 0 and summary["d50"] is None
 
 
@@ -182,13 +169,13 @@ def _gt_as_results(coco, scale_masks=False):
 def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth, tmp_path, capsys):
     folder = os.path.join(tiny_synth, "rockfrag_synth")
     gt_path = os.path.join(folder, "val.json")
-    coco = _read_json(gt_path)
+    coco = read_json(gt_path)
     tool = load_script("tools/size_distribution.py")
     same, grown = tmp_path / "same.json", tmp_path / "grown.json"
     same.write_text(json.dumps(_gt_as_results(coco)))
     grown.write_text(json.dumps(_gt_as_results(coco, scale_masks=True)))
     assert tool.main(["--gt", gt_path, "--pred", str(same), "--out", str(tmp_path / "a")]) == 0
-    report = _read_json(tmp_path / "a" / "size_distribution.json")
+    report = read_json(tmp_path / "a" / "size_distribution.json")
     assert report["images"] == 2
     assert {k: report["pred"][k] for k in report["gt"]} == report["gt"]
     assert report["gt"]["count"] == len(coco["annotations"])
@@ -197,7 +184,7 @@ def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth,
     assert os.path.getsize(tmp_path / "a" / "size_distribution.png") > 10000
     args = ["--gt", gt_path, "--pred", str(grown), "--mm-per-px", "2", "--basis", "area"]
     assert tool.main([*args, "--out", str(tmp_path / "b")]) == 0
-    report = _read_json(tmp_path / "b" / "size_distribution.json")
+    report = read_json(tmp_path / "b" / "size_distribution.json")
     assert report["unit"] == "mm" and report["basis"] == "area"
     assert (
         report["d50_error_pct"] > 5 and report["d80_error_pct"] > 5 and report["ks_distance"] > 0.1
@@ -206,7 +193,7 @@ def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth,
     # A floor is compared the same way, on the same images, and drawn as a third curve.
     args = ["--gt", gt_path, "--pred", str(grown), "--floor", str(same), "--floor-label", "exact"]
     assert tool.main([*args, "--out", str(tmp_path / "c")]) == 0
-    report = _read_json(tmp_path / "c" / "size_distribution.json")
+    report = read_json(tmp_path / "c" / "size_distribution.json")
     assert report["floor"]["ks_distance"] == 0.0 and report["floor"]["d50_error_pct"] == 0.0
     assert report["ks_distance"] == report["pred"]["ks_distance"] > 0.1
     assert "d50 err  d80 err     KS" in capsys.readouterr().out
@@ -215,7 +202,7 @@ def test_size_distribution_of_the_truth_itself_is_exact(load_script, tiny_synth,
 def test_size_distribution_matches_images_by_file_name(load_script, tiny_synth, tmp_path):
     folder = os.path.join(tiny_synth, "rockfrag_synth")
     gt_path = os.path.join(folder, "val.json")
-    coco = _read_json(gt_path)
+    coco = read_json(gt_path)
     entry = coco["images"][1]
     results = [r for r in _gt_as_results(coco) if r["image_id"] == entry["id"]]
     for r in results:
@@ -224,11 +211,11 @@ def test_size_distribution_matches_images_by_file_name(load_script, tiny_synth, 
     path.write_text(json.dumps(results))
     tool = load_script("tools/size_distribution.py")
     assert tool.main(["--gt", gt_path, "--pred", str(path), "--out", str(tmp_path / "o")]) == 0
-    report = _read_json(tmp_path / "o" / "size_distribution.json")
+    report = read_json(tmp_path / "o" / "size_distribution.json")
     assert report["images"] == 1 and report["ks_distance"] == 0.0
     args = ["--gt", gt_path, "--pred", str(path), "--all-gt-images", "--out", str(tmp_path / "o")]
     assert tool.main(args) == 0
-    report = _read_json(tmp_path / "o" / "size_distribution.json")
+    report = read_json(tmp_path / "o" / "size_distribution.json")
     assert report["images"] == 2 and report["pred"]["count"] == len(results)
     assert report["gt"]["count"] == len(coco["annotations"]) > len(results)
     path.write_text(json.dumps([{**results[0], "image_id": "other.png"}]))
@@ -243,7 +230,7 @@ def test_size_distribution_matches_images_by_file_name(load_script, tiny_synth, 
         )
         == 0
     )
-    report = _read_json(tmp_path / "o" / "size_distribution.json")
+    report = read_json(tmp_path / "o" / "size_distribution.json")
     assert report["pred"]["count"] == 0 and "ks_distance" not in report
 
 
@@ -266,7 +253,7 @@ def test_felzenszwalb_floor_finds_flat_regions_and_runs_without_a_config(load_sc
     args = [str(tmp_path / "flat.png"), "--segmenter", "felzenszwalb", "--fz-scale", "50"]
     args += ["--fz-sigma", "0", "--fz-min-size", "5", "--out", str(tmp_path / "o"), "--no-progress"]
     assert load_script(tool).main(args) == 0
-    summary = _read_json(tmp_path / "o" / "flat_summary.json")
+    summary = read_json(tmp_path / "o" / "flat_summary.json")
     assert summary["count"] == 3 and summary["generator"]["segmenter"] == "felzenszwalb"
     assert summary["tiling"]["windows"] == 1
     with pytest.raises(SystemExit, match="--config-file is required"):
