@@ -19,6 +19,7 @@ import time
 
 import pytest
 import torch
+
 from testkit import REPO, tiny_synth_opts
 
 TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 import torch
+
 from testkit import SIZE_OPTS, run_train_net
 
 TINY_SAM = os.path.join("configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")

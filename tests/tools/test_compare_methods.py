@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+
 from testkit import REPO, TINY_TEACHER_ARGS
 
 TINY = [

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+
 from testkit import TINY_TEACHER_ARGS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,6 +15,7 @@ import subprocess
 import warnings
 
 import torch
+
 from testkit import REPO, checkout_like, readme_blocks
 
 
