@@ -17,9 +17,7 @@ import torch
 from sard.config import load_config
 from sard.data import DatasetError
 from sard.data.paths import dataset_folder_name, register_dataset_paths
-from testkit import REPO
-
-TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
+from testkit import REPO, TINY_SAM
 
 
 def _copy_split(tiny_synth, tmp_path, split="train"):

@@ -6,7 +6,6 @@ by the exporter on its own cases and here again at batch / prompt / point counts
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
@@ -17,6 +16,7 @@ import torch
 from sard.export import DEFAULT_TOLERANCE, export_student, load_runner
 from sard.export.graphs import random_images, random_prompts
 from sard.models import Prompts, build_model
+from testkit import read_json
 
 SIZE = 32  # input side of the tiny promptable students (2 x 2 embedding grid)
 
@@ -57,11 +57,6 @@ def _onnx_parameter_names(path: str) -> dict:
     import onnx
 
     return {i.name: int(np.prod(i.dims)) for i in onnx.load(path).graph.initializer}
-
-
-def _read_json(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 def _bound(reference: torch.Tensor) -> float:
@@ -167,7 +162,7 @@ def test_semantic_student_round_trip_and_manifest(tmp_path):
         expected = student.forward_semantic(images).sem_logits
     assert scores.shape == (3, 3, 16, 16)
     assert (scores - expected).abs().max() <= _bound(expected)
-    manifest = _read_json(report.manifest)
+    manifest = read_json(report.manifest)
     assert manifest["kind"] == "semantic" and manifest["preprocessing"]["resize_mode"] == "fit_pad"
     assert manifest["graphs"]["semantic"]["inputs"][0]["shape"] == ["batch", 3, 64, 64]
     n_used = sum(p.numel() for p in student.parameters()) - value.numel()
@@ -179,7 +174,7 @@ def test_manifest_describes_the_onnx_inputs(exports):
 
     report = exports["efficient_sam", "onnx"]
     folder = os.path.dirname(report.manifest)
-    manifest = _read_json(report.manifest)
+    manifest = read_json(report.manifest)
     assert manifest["family"] == "efficient_sam" and manifest["image_size"] == [SIZE, SIZE]
     pre = manifest["preprocessing"]
     assert pre["resize_mode"] == "stretch"

@@ -22,11 +22,9 @@ from sard.models.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from sard.modeling import build_member
 from sard.modeling.build import build_distiller
 from sard.modeling.teacher_cache import TeacherCache, image_key, tensor_digest
-from testkit import REPO
+from testkit import REPO, SIZE_OPTS, TINY_SAM
 
-TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
 TINY_M2F = os.path.join(REPO, "configs", "tiny", "m2f_tiny.yaml")
-SIZE = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 
 
 class Unpicklable:
@@ -125,7 +123,7 @@ def test_a_real_code_pickle_is_still_refused_as_unsafe(tmp_path):
 
 def test_broken_teacher_weights_name_the_file_through_the_builder(tmp_path, good_file):
     path, _ = broken_files(tmp_path, good_file)["random bytes"]
-    cfg = load_config(TINY_SAM, [*SIZE, "MODEL.TEACHER.WEIGHTS", path])
+    cfg = load_config(TINY_SAM, [*SIZE_OPTS, "MODEL.TEACHER.WEIGHTS", path])
     with pytest.raises(CorruptCheckpointError, match="rand.pth is not a PyTorch checkpoint"):
         build_member(cfg, cfg.MODEL.TEACHER, "teacher")
 
@@ -153,7 +151,7 @@ def no_network(monkeypatch):
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("role", ["TEACHER", "STUDENT"])
 def test_weights_urls_are_refused_without_downloading(url, role, no_network):
-    cfg = load_config(TINY_SAM, [*SIZE, f"MODEL.{role}.WEIGHTS", url])
+    cfg = load_config(TINY_SAM, [*SIZE_OPTS, f"MODEL.{role}.WEIGHTS", url])
     node = getattr(cfg.MODEL, role)
     with pytest.raises(RemoteWeightsError) as err:
         build_member(cfg, node, role.lower())
@@ -166,7 +164,7 @@ def test_student_loader_of_the_tools_refuses_urls(url, no_network):
     from sard.export import load_student
 
     with pytest.raises(RemoteWeightsError, match="MODEL.WEIGHTS .* is a URL"):
-        load_student(TINY_SAM, [*SIZE, "MODEL.WEIGHTS", url])
+        load_student(TINY_SAM, [*SIZE_OPTS, "MODEL.WEIGHTS", url])
     with pytest.raises(RemoteWeightsError, match="never downloads"):
         read_state_dict(url)
 
@@ -176,7 +174,7 @@ def _distiller(cache_dir: str, *opts: str, config: str = TINY_SAM, seed: int = 0
     torch.manual_seed(seed)  # the random-init teacher's weights follow the seed
     cfg = load_config(
         config,
-        [*SIZE, "MODEL.SARD.CACHE.ENABLED", "True", "MODEL.SARD.CACHE.DIR", cache_dir, *opts],
+        [*SIZE_OPTS, "MODEL.SARD.CACHE.ENABLED", "True", "MODEL.SARD.CACHE.DIR", cache_dir, *opts],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

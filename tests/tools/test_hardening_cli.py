@@ -21,10 +21,7 @@ from PIL import Image
 
 from cli_values import float_range, int_range
 from sard.user_errors import EXIT_USER_ERROR, UserError, run_tool
-from testkit import REPO
-
-TINY_SAM = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
-SIZE = ["INPUT.IMAGE_SIZE", "(64, 64)"]
+from testkit import REPO, SIZE_OPTS, TINY_SAM
 
 
 # ---------------------------------------------------------------- the mechanism
@@ -288,7 +285,7 @@ def test_predict_refuses_a_weights_url_in_one_line(tmp_path):
         TINY_SAM,
         "--out",
         str(tmp_path / "out"),
-        *SIZE,
+        *SIZE_OPTS,
         "MODEL.WEIGHTS",
         url,
     )
@@ -300,7 +297,7 @@ def test_predict_refuses_a_weights_url_in_one_line(tmp_path):
 def _predict_with_prompts_file(tmp_path, image: str, student_file: str):
     """tools/predict.py on ``image`` with the prompts of tmp_path/p.json, writing tmp_path/out."""
     args = ["--prompts-json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]
-    args += [*SIZE, "MODEL.WEIGHTS", student_file]
+    args += [*SIZE_OPTS, "MODEL.WEIGHTS", student_file]
     return _run("tools/predict.py", image, "--config-file", TINY_SAM, *args)
 
 
@@ -334,7 +331,7 @@ def test_export_names_a_broken_checkpoint_in_one_line(tmp_path, content):
         TINY_SAM,
         "--out",
         str(tmp_path / "out"),
-        *SIZE,
+        *SIZE_OPTS,
         "MODEL.WEIGHTS",
         str(bad),
     )
@@ -352,7 +349,7 @@ def test_visualize_structure_refuses_teacher_weights_url(tmp_path):
         _image(tmp_path),
         "--out",
         str(tmp_path / "out"),
-        *SIZE,
+        *SIZE_OPTS,
         "MODEL.TEACHER.WEIGHTS",
         "s3://bucket/sam.pth",
     )
@@ -394,7 +391,7 @@ def test_predict_output_folder_that_is_a_file_is_one_line(tmp_path, student_file
         "--no-progress",
         "--out",
         str(tmp_path / "out"),
-        *SIZE,
+        *SIZE_OPTS,
         "MODEL.WEIGHTS",
         student_file,
     ]

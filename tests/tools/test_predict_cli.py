@@ -11,15 +11,12 @@ import torch
 from PIL import Image
 
 from sard.data.masks import decode_segmentation
-from testkit import REPO, assert_help_explains_every_option, read_json
-
-CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
-SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
+from testkit import SIZE_OPTS, TINY_SAM, assert_help_explains_every_option, read_json
 
 
 def student_args(checkpoint: str) -> list[str]:
     """The tools' options loading the trained tiny student at 64 px."""
-    return ["--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS]
+    return ["--config-file", TINY_SAM, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +27,7 @@ def checkpoint(tiny_synth, tmp_path_factory):
 
     out = str(tmp_path_factory.mktemp("train"))
     cfg = load_config(
-        CONFIG,
+        TINY_SAM,
         [
             "OUTPUT_DIR",
             out,
@@ -64,13 +61,13 @@ def test_from_config_loads_the_trained_student(checkpoint):
     from sard.export import SardPredictor
     from sard.modeling import student_state_dict
 
-    predictor = SardPredictor.from_config(CONFIG, checkpoint, SIZE_OPTS)
+    predictor = SardPredictor.from_config(TINY_SAM, checkpoint, SIZE_OPTS)
     trained = student_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     own = predictor.model.state_dict()
     assert predictor.model.family == "efficient_sam" and predictor.resize_mode == "stretch"
     assert set(trained) <= set(own) and all(torch.equal(own[k], trained[k]) for k in trained)
     with pytest.raises(ValueError, match="MODEL.WEIGHTS"):
-        SardPredictor.from_config(CONFIG, None, SIZE_OPTS)
+        SardPredictor.from_config(TINY_SAM, None, SIZE_OPTS)
 
 
 def test_export_cli_with_training_checkpoint_and_bare_state_dict(
@@ -100,7 +97,7 @@ def test_export_cli_with_training_checkpoint_and_bare_state_dict(
 
     bare = tmp_path / "student.pth"
     torch.save(student_state_dict(torch.load(checkpoint, weights_only=True)), bare)
-    _, student = load_student(CONFIG, ["MODEL.WEIGHTS", str(bare), *SIZE_OPTS])
+    _, student = load_student(TINY_SAM, ["MODEL.WEIGHTS", str(bare), *SIZE_OPTS])
     images = torch.rand(2, 3, 64, 64) * 255
     (embedding,) = load_runner(str(tmp_path / "onnx" / "image_encoder.onnx"))(images)
     with torch.no_grad():
@@ -122,7 +119,7 @@ def test_export_cli_exits_non_zero_when_verification_fails(
     )
     monkeypatch.setattr(sard.export, "export_student", lambda *a, **k: failing)
     code = load_script("tools/export_student.py").main(
-        ["--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS, "--out", str(tmp_path)]
+        ["--config-file", TINY_SAM, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS, "--out", str(tmp_path)]
     )
     assert code == 1
 
@@ -153,7 +150,7 @@ def test_predict_cli_boxes_from_coco(checkpoint, val_image, tmp_path, capsys, lo
     from sard.data import read_image
     from sard.export import SardPredictor
 
-    predictor = SardPredictor.from_config(CONFIG, checkpoint, SIZE_OPTS)
+    predictor = SardPredictor.from_config(TINY_SAM, checkpoint, SIZE_OPTS)
     predictor.set_image(read_image(image_path))
     for r, a in list(zip(results, anns))[:3]:
         x, y, bw, bh = a["bbox"]
@@ -218,7 +215,7 @@ def test_predict_cli_errors_name_the_problem(checkpoint, val_image, tmp_path, lo
             [
                 image_path,
                 "--config-file",
-                CONFIG,
+                TINY_SAM,
                 "MODEL.WEIGHTS",
                 str(tmp_path / "x.pth"),
                 "--out",

@@ -13,10 +13,8 @@ from PIL import Image
 
 from sard.data.masks import decode_segmentation
 from sparse_masks import sparse_mask_model
-from testkit import REPO, assert_help_explains_every_option, read_json
+from testkit import SIZE_OPTS, TINY_SAM, assert_help_explains_every_option, read_json
 
-CONFIG = os.path.join(REPO, "configs", "tiny", "sam_tiny_to_efficientsam_tiny.yaml")
-SIZE_OPTS = ["INPUT.IMAGE_SIZE", "(64, 64)"]
 # Thresholds a random student passes (its IoU head has not learnt anything).
 LOOSE = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--points-per-side", "4"]
 
@@ -63,7 +61,7 @@ def test_help_explains_every_option(capsys, load_script):
 def test_one_image_gives_the_five_files(load_script, checkpoint, mosaic, tmp_path, capsys):
     folder, image = mosaic
     out = tmp_path / "out"
-    args = [str(folder / "rocks.png"), "--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint]
+    args = [str(folder / "rocks.png"), "--config-file", TINY_SAM, "MODEL.WEIGHTS", checkpoint]
     args += [*SIZE_OPTS, *LOOSE, "--tile", "64", "--tile-overlap", "24", "--mm-per-px", "0.5"]
     assert run_segment(load_script, [*args, "--out", str(out), "--no-progress"]) == 0
     names = sorted(os.listdir(out))
@@ -93,7 +91,7 @@ def test_one_image_gives_the_five_files(load_script, checkpoint, mosaic, tmp_pat
 def test_a_folder_with_area_basis_and_filters(load_script, checkpoint, mosaic, tmp_path):
     folder, _ = mosaic
     out = tmp_path / "out"
-    args = [str(folder), "--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS, *LOOSE]
+    args = [str(folder), "--config-file", TINY_SAM, "MODEL.WEIGHTS", checkpoint, *SIZE_OPTS, *LOOSE]
     args += ["--glob", "rocks*", "--basis", "area", "--min-area", "5", "--exclude-border"]
     assert run_segment(load_script, [*args, "--out", str(out), "--no-progress"]) == 0
     for stem in ("rocks", "rocks_flipped"):
@@ -109,7 +107,7 @@ def test_strict_thresholds_say_which_one_removed_everything(
     load_script, checkpoint, mosaic, tmp_path, capsys
 ):
     folder, _ = mosaic
-    args = [str(folder / "rocks.png"), "--config-file", CONFIG, "MODEL.WEIGHTS", checkpoint]
+    args = [str(folder / "rocks.png"), "--config-file", TINY_SAM, "MODEL.WEIGHTS", checkpoint]
     args += [*SIZE_OPTS, "--points-per-side", "4", "--pred-iou-thresh", "0.99"]
     assert run_segment(load_script, [*args, "--out", str(tmp_path), "--no-progress"]) == 0
     text = capsys.readouterr().out
@@ -122,7 +120,7 @@ def test_bad_input_gives_one_line_errors(load_script, checkpoint, mosaic, tmp_pa
     folder, _ = mosaic
     base = [
         "--config-file",
-        CONFIG,
+        TINY_SAM,
         "MODEL.WEIGHTS",
         checkpoint,
         *SIZE_OPTS,
