@@ -1,13 +1,16 @@
-"""Shared fixtures: a tiny synthetic RockFrag set registered under test-only names."""
+"""Shared fixtures: the tools as modules, a tiny synthetic RockFrag set registered under test-only
+names, and an offline guard. Plain shared values and helpers live in testkit.py beside this file."""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import REPO
+
 # The tools' own modules (studies, cli_values), importable as they are from a tool script (Python
 # puts a script's folder on sys.path); appended, so they never shadow an installed package.
 sys.path.append(os.path.join(REPO, "tools"))
@@ -27,6 +30,20 @@ def load_script():
         return module
 
     return load
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """The test runs offline: the Hugging Face hub is told so, and any socket connection fails
+    (use with ``pytestmark = pytest.mark.usefixtures("no_network")``)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,67 @@
+"""The README's label-free training command runs as written after the quickstart.
+
+Its ``tools/train_net.py`` block is read from the "How far do images alone get me?" section and
+run unchanged in a folder laid out as the quickstart leaves it: ``configs/`` and ``tools/``,
+``output/quickstart/teacher/model_final.pth`` (here a random teacher of the quickstart's
+architecture, in the training-checkpoint format) and ``output/quickstart/data/synth_128px``
+(4 train and 2 test images with their COCO files). The study commands of the section are run
+at a minuscule size by tests/tools/test_label_free_study.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+
+import torch
+
+from testkit import REPO, checkout_like, readme_blocks
+
+
+def section_blocks():
+    """[(language, code)] of the fenced blocks of the section."""
+    return readme_blocks("### How far do images alone get me?")
+
+
+def test_the_label_free_command_runs_as_written(tmp_path):
+    from sard.config import load_config
+    from sard.data.synthetic import SynthConfig
+    from sard.data.synthetic_dataset import generate_rockfrag_synth
+    from sard.modeling import build_member
+
+    (command,) = [c for lang, c in section_blocks() if lang == "bash" and "train_net.py" in c]
+    root = tmp_path / "checkout"
+    root.mkdir()
+    env = checkout_like(root)
+    quick = root / "output" / "quickstart"
+    generate_rockfrag_synth(
+        str(quick / "data" / "synth_128px"),
+        num_images={"train": 4, "test": 2},
+        config=SynthConfig(image_size=128),
+        seed=0,
+        preview=False,
+        progress=False,
+    )
+    cfg = load_config(os.path.join(REPO, "configs", "tiny", "label_free_tiny.yaml"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "randomly initialised": intended here
+        teacher = build_member(cfg, cfg.MODEL.TEACHER, "teacher")
+    (quick / "teacher").mkdir()
+    state = {f"student.{k}": v for k, v in teacher.state_dict().items()}
+    torch.save({"model": state, "iteration": 359}, quick / "teacher" / "model_final.pth")
+    res = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", command],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    out = root / "output" / "label_free"
+    log = (out / "log.txt").read_text()
+    assert "0 labelled + 4 unlabeled images" in log
+    assert "training contract: 20 iterations (10 epochs x 4 images / batch 2)" in log
+    assert (out / "model_final.pth").is_file()
+    assert list((out / "inference").glob("*/sard_instances.json"))
