@@ -7,7 +7,7 @@
 Steps, each in its own process with its own time limit (a step that fails or times out is
 reported and the others still run):
 
-1. the structure tests (``tests/test_structure*.py``), which also run on CUDA when it is there;
+1. the structure tests (``tests/structure/test_structure*.py``), which also run on CUDA when it is there;
 2. ``tools/bench_structure.py``, ``tools/bench_losses.py`` and ``tools/bench_train.py`` on the
    device (their tables are copied into the report, with the SARD / uniform step ratio);
 3. the paper config ``configs/sam_h_to_efficientsam.yaml`` with random SAM-H weights written in
@@ -70,8 +70,9 @@ BENCHMARKS = {
 def benchmark_commands(device: str, quick: bool) -> List[tuple]:
     """(name, argv, time limit in s) of the test and benchmark steps."""
     py = sys.executable
-    tests = [os.path.join("tests", f) for f in sorted(os.listdir(os.path.join(REPO, "tests")))]
-    tests = [t for t in tests if re.match(r"tests/test_structure.*\.py$", t)]
+    folder = os.path.join("tests", "structure")
+    tests = [os.path.join(folder, f) for f in sorted(os.listdir(os.path.join(REPO, folder)))]
+    tests = [t for t in tests if re.match(r"tests/structure/test_structure.*\.py$", t)]
     pytest_args = [tests[0], "-x", "-k", "distribution"] if quick else tests
     steps = [("structure tests", [py, "-m", "pytest", "-q", *pytest_args], 300 if quick else 120)]
     for name, (script, full, tiny) in BENCHMARKS.items():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, List
 
-from .catalog import DatasetCatalog
+from .catalog import DatasetCatalog, MetadataCatalog
 from .image_folder import IMAGE_SUFFIXES, is_image_folder, register_image_folder, unlabeled_error
 from .problems import DatasetError
 
@@ -88,6 +88,17 @@ def _register_folder_path(key: str, entry: str, semantic: bool, unlabeled_ok: bo
     register_image_folder(entry, entry)
 
 
+def _registered_as_other_kind(entry: str, semantic: bool) -> bool:
+    """Whether ``entry``, a COCO path registered by this module, was registered as instances
+    when ``semantic`` is wanted, or the other way round (names registered by users are kept)."""
+    from .register import SEMANTIC_EVALUATOR
+
+    if not entry.lower().endswith(".json"):
+        return False
+    kind = MetadataCatalog.get(entry).get("evaluator_type", None)
+    return kind is not None and (kind == SEMANTIC_EVALUATOR) != semantic
+
+
 def register_dataset_paths(
     key: str, entries: Iterable[str], *, semantic: bool, unlabeled_ok: bool = False
 ) -> List[str]:
@@ -95,12 +106,18 @@ def register_dataset_paths(
 
     ``unlabeled_ok``: folders of images are accepted as unlabeled datasets (the config enables
     pseudo-labels); otherwise a folder is refused with the key to set.
-    Idempotent: an entry already registered (a name, or a path registered before) is kept.
+    Idempotent: an entry already registered (a name, or a path registered before) is kept;
+    a COCO path registered before for the other kind of pair is registered again for this one.
     """
     entries = [str(e) for e in entries]
     for entry in entries:
         if entry in DatasetCatalog.list():
-            continue
+            if not _registered_as_other_kind(entry, semantic):
+                continue
+            # A COCO path registered for the other kind of pair earlier in this process (a
+            # promptable run, then a semantic one, on the same file): this config's view wins.
+            DatasetCatalog.remove(entry)
+            MetadataCatalog.remove(entry)
         if entry.lower().endswith(".json"):
             _register_coco_path(key, entry, semantic)
         elif os.path.isdir(entry):

@@ -91,7 +91,7 @@ class SARDDistillationHead(DistillationLoss):
     scale at 1 per channel, the scale α = 0.5 assumes (equal signal and noise power); raw SAM
     embeddings are far smaller, where ε would be readable from F̃_T. With an uninformative
     student the floors are then L_FC ≈ 1 and L_DA ≈ α (the posterior variance of ε given F̃_T
-    alone); ``tests/test_losses_sard.py`` checks both and shows the unguarded head collapsing.
+    alone); ``tests/losses/test_losses_sard.py`` checks both and shows the unguarded head collapsing.
     ``teacher_projection="learnable"`` with ``normalize_teacher=False`` is the literal,
     unguarded reading of the paper, kept for ablations only.
 

@@ -10,7 +10,7 @@ from sard.losses import build_distillation_loss
 from sard.losses.prompt_mask import PromptMaskLoss
 from sard.models import build_model
 from sard.models.frozen import FrozenTeacher
-from sard.modeling import SARDDistiller
+from sard.distill import SARDDistiller
 from sard.models.base import encode
 from sard.structure import valid_cells
 

@@ -240,7 +240,7 @@ def test_training_records_mix_labelled_and_unlabeled_at_the_configured_share(
 
 # ---------------------------------------------------------------------- the labeler
 def _labeler(teacher, store=None, **changes):
-    from sard.modeling.pseudo_labels import PromptSettings, PseudoLabeler, PseudoLabelSettings
+    from sard.distill.pseudo_labels import PromptSettings, PseudoLabeler, PseudoLabelSettings
 
     settings = {
         "points_per_side": PSEUDO["POINTS_PER_SIDE"],
@@ -357,7 +357,7 @@ def test_pseudo_labels_give_the_prompts_and_targets(photos):
 
 
 def test_a_damaged_disk_entry_is_recomputed_with_a_warning(photos, tmp_path):
-    from sard.modeling.pseudo_label_store import PseudoLabelStore
+    from sard.distill.pseudo_label_store import PseudoLabelStore
 
     teacher = scattered_teacher()
     image = _model_input(sorted(glob.glob(os.path.join(photos, "*.png")))[0])
@@ -471,7 +471,7 @@ def test_images_without_any_pseudo_mask_train_and_say_which_threshold(
 
     extra = ["SOLVER.MAX_ITER", "2", "MODEL.SARD.PSEUDO_LABELS.PRED_IOU_THRESH", "1.0"]
     trainer = _trainer(tiny_synth, tmp_path, photos, teacher_weights, *extra)
-    with caplog.at_level(logging.WARNING, logger="sard.modeling.pseudo_labels"):
+    with caplog.at_level(logging.WARNING, logger="sard.distill.pseudo_labels"):
         trainer.train()
     assert trainer.model.pseudo_labeler.masks == 0
     assert "lower MODEL.SARD.PSEUDO_LABELS.PRED_IOU_THRESH" in caplog.text

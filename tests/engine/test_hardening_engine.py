@@ -183,7 +183,7 @@ def test_a_checkpoint_of_another_family_is_refused_everywhere(
 def test_a_bare_student_state_dict_is_accepted_as_model_weights(
     train_net, capfd, tiny_synth, tmp_path, finished_run
 ):
-    from sard.modeling import student_state_dict
+    from sard.distill import student_state_dict
     from sard.user_errors import run_tool
 
     bare = tmp_path / "student.pth"

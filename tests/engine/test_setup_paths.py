@@ -41,6 +41,22 @@ def test_a_json_path_is_a_coco_dataset_with_images_beside_it(tiny_synth, tmp_pat
     register_dataset_paths("DATASETS.TRAIN", [entry], semantic=False)
 
 
+def test_one_json_serves_a_promptable_then_a_semantic_pair_in_one_process(tiny_synth, tmp_path):
+    """The same COCO file as instances (SAM pair), then as semantic maps (Mask2Former pair):
+    the second config gets the semantic view, and the first gets its own back."""
+    from sard.data import DatasetCatalog, MetadataCatalog
+
+    entry = str(_copy_split(tiny_synth, tmp_path) / "train.json")
+    register_dataset_paths("DATASETS.TRAIN", [entry], semantic=False)
+    assert MetadataCatalog.get(entry).evaluator_type != "sem_seg"
+    assert "annotations" in DatasetCatalog.get(entry)[0]
+    register_dataset_paths("DATASETS.TRAIN", [entry], semantic=True)
+    assert MetadataCatalog.get(entry).evaluator_type == "sem_seg"
+    assert "sem_seg_from_instances" in DatasetCatalog.get(entry)[0]
+    register_dataset_paths("DATASETS.TRAIN", [entry], semantic=False)
+    assert MetadataCatalog.get(entry).evaluator_type != "sem_seg"
+
+
 def test_missing_image_folder_names_where_images_are_expected(tiny_synth, tmp_path):
     folder = _copy_split(tiny_synth, tmp_path)
     shutil.rmtree(folder / "train")
@@ -107,7 +123,7 @@ def test_a_broken_detectron2_install_behaves_as_absent(tmp_path):
 
 def test_a_member_with_weights_never_announces_a_random_init(tmp_path, caplog, recwarn):
     from sard.models import build_model
-    from sard.modeling import build_member
+    from sard.distill import build_member
 
     path = tmp_path / "student.pth"
     torch.save(
@@ -132,7 +148,7 @@ def test_a_member_with_weights_never_announces_a_random_init(tmp_path, caplog, r
 
 
 def test_evaluation_builds_no_teacher(tiny_synth, tmp_path, monkeypatch):
-    import sard.modeling.build as build_module
+    import sard.distill.build as build_module
     from sard.engine import Trainer
     from sard.engine.trainer import evaluate_weights
 

@@ -134,7 +134,7 @@ def test_teacher_is_outside_optimizer_and_checkpoint(tiny_synth, tmp_path):
 def test_distilled_checkpoint_loads_into_the_bare_student(tiny_synth, tmp_path):
     from sard.models import build_model
     from sard.models.checkpoint import load_checkpoint
-    from sard.modeling import student_state_dict
+    from sard.distill import student_state_dict
 
     cfg = tiny_cfg("sam", str(tmp_path), "DATASETS.TEST", "()")
     trainer = Trainer(cfg)
@@ -180,7 +180,7 @@ def test_teacher_cache_skips_the_teacher_on_later_epochs(tiny_synth, tmp_path, d
     # Cached taps are the teacher's features in fp16, with W(i) stored beside them.
     from sard.engine.builders import build_mapper
     from sard.models.base import encode
-    from sard.modeling.teacher_cache import image_key
+    from sard.distill.teacher_cache import image_key
 
     sample = build_mapper(cfg, is_train=True)(dict(trainer.records[0]))
     x = sample["image"][None]

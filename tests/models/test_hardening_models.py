@@ -19,9 +19,9 @@ import torch
 from sard.config import load_config
 from sard.local_paths import RemoteWeightsError
 from sard.models.checkpoint import CorruptCheckpointError, UnsafeCheckpointError, read_state_dict
-from sard.modeling import build_member
-from sard.modeling.build import build_distiller
-from sard.modeling.teacher_cache import TeacherCache, image_key, tensor_digest
+from sard.distill import build_member
+from sard.distill.build import build_distiller
+from sard.distill.teacher_cache import TeacherCache, image_key, tensor_digest
 from testkit import REPO, SIZE_OPTS, TINY_SAM
 
 TINY_M2F = os.path.join(REPO, "configs", "tiny", "m2f_tiny.yaml")

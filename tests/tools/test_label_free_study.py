@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sard.modeling.pseudo_label_quality import LabelQuality, greedy_matches, iou_matrix
+from sard.distill.pseudo_label_quality import LabelQuality, greedy_matches, iou_matrix
 
 
 def test_iou_matrix_and_greedy_matching():

@@ -59,7 +59,7 @@ def test_help_explains_every_option(capsys, load_script):
 
 def test_from_config_loads_the_trained_student(checkpoint):
     from sard.export import SardPredictor
-    from sard.modeling import student_state_dict
+    from sard.distill import student_state_dict
 
     predictor = SardPredictor.from_config(TINY_SAM, checkpoint, SIZE_OPTS)
     trained = student_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
@@ -74,7 +74,7 @@ def test_export_cli_with_training_checkpoint_and_bare_state_dict(
     checkpoint, tmp_path, capsys, load_script
 ):
     from sard.export import load_student
-    from sard.modeling import student_state_dict
+    from sard.distill import student_state_dict
 
     tool = load_script("tools/export_student.py")
     code = tool.main(

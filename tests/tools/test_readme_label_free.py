@@ -28,7 +28,7 @@ def test_the_label_free_command_runs_as_written(tmp_path):
     from sard.config import load_config
     from sard.data.synthetic import SynthConfig
     from sard.data.synthetic_dataset import generate_rockfrag_synth
-    from sard.modeling import build_member
+    from sard.distill import build_member
 
     (command,) = [c for lang, c in section_blocks() if lang == "bash" and "train_net.py" in c]
     root = tmp_path / "checkout"
