@@ -75,13 +75,11 @@ def check_before_handover(args: argparse.Namespace) -> None:
     """The config checks both engines make (values, weights paths, dataset paths), made before
     the detectron2 script takes over, so a bad command line fails here in one line whichever
     engine runs it."""
-    from sard.config import load_config, validate_config
-    from sard.engine.setup import register_config_datasets
+    from sard.config import load_config
+    from sard.engine.setup import check_config
 
-    training = not args.eval_only
     cfg = load_config(args.config_file, list(args.opts), use_detectron2=True)
-    validate_config(cfg, training=training)
-    register_config_datasets(cfg, training=training)
+    check_config(cfg, training=not args.eval_only)
 
 
 def resolve_engine(choice: str) -> str:

@@ -55,9 +55,15 @@ def resolve_config(cfg: CfgNode, *, training: bool = True) -> CfgNode:
 
     ``training`` False (evaluation only): the training set is neither needed nor read.
     """
+    check_config(cfg, training=training)
+    return effective_config(cfg, train_set_size(cfg) if training else None)
+
+
+def check_config(cfg: CfgNode, *, training: bool = True) -> None:
+    """Every check both engines make before building anything: values and weights paths, then
+    the dataset path entries (registered, which checks they exist and are usable)."""
     validate_config(cfg, training=training)  # weights first: the cheapest, clearest stop
     register_config_datasets(cfg, training=training)
-    return effective_config(cfg, train_set_size(cfg) if training else None)
 
 
 def setup_config(
