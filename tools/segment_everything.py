@@ -35,27 +35,30 @@ from cli_flags import MEASURE_FLAGS, add_flag_table, add_measure_flags, flag_val
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 # The automatic mask generator's parameters, one flag each: (name, type, default, help). Its
 # defaults suit SAM ViT-H; a small student needs lower thresholds.
-GENERATOR_PARAMETERS = (
-    ("points_per_side", int, 32, "N: an N x N point grid per tile (default 32)"),
-    ("points_per_batch", int, 64, "points decoded at once; lower it if memory runs out"),
-    ("pred_iou_thresh", float, 0.88, "keep masks whose predicted IoU exceeds this"),
-    ("stability_score_thresh", float, 0.95, "keep masks at least this stable"),
-    (
-        "stability_score_offset",
-        float,
-        1.0,
-        "stability = IoU of the masks at logit thresholds +offset and -offset",
-    ),
-    ("box_nms_thresh", float, 0.7, "box IoU above which a mask is a duplicate"),
-    ("crop_n_layers", int, 0, "SAM's crop layers inside each tile (default 0)"),
-    ("crop_nms_thresh", float, 0.7, "box IoU of duplicates between SAM crops"),
-    (
-        "min_mask_region_area",
-        int,
-        0,
-        "fill holes and remove islands under this many px (SAM's postprocessing)",
-    ),
+# The generator's flags: (name, help); type and default are AmgSettings' (sard.amg_settings).
+GENERATOR_FLAGS = (
+    ("points_per_side", "N: an N x N point grid per tile"),
+    ("points_per_batch", "points decoded at once; lower it if memory runs out"),
+    ("pred_iou_thresh", "keep masks whose predicted IoU exceeds this"),
+    ("stability_score_thresh", "keep masks at least this stable"),
+    ("stability_score_offset", "stability = IoU of the masks at logit thresholds +/-offset"),
+    ("box_nms_thresh", "box IoU above which a mask is a duplicate"),
+    ("crop_n_layers", "SAM's crop layers inside each tile"),
+    ("crop_nms_thresh", "box IoU of duplicates between SAM crops"),
+    ("min_mask_region_area", "fill holes and remove islands under this many px"),
 )
+
+
+def generator_parameters() -> list:
+    """GENERATOR_FLAGS as add_flag_table rows (name, type, default, help)."""
+    from sard.amg_settings import AmgSettings
+
+    amg = AmgSettings()
+    rows = []
+    for name, text in GENERATOR_FLAGS:
+        default = getattr(amg, name)
+        rows.append((name, type(default), default, f"{text} (default {default:g})"))
+    return rows
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -75,7 +78,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--glob", default="*", help="with a folder: file names to take (default *)")
     g = p.add_argument_group("automatic mask generator (SamAutomaticMaskGenerator's parameters)")
-    add_flag_table(g, GENERATOR_PARAMETERS)
+    add_flag_table(g, generator_parameters())
     t = p.add_argument_group("tiling")
     t.add_argument(
         "--tile", type=int, default=0, help="tile side in image px (default: model input size)"
@@ -163,7 +166,7 @@ def make_generator(args: argparse.Namespace):
     if not args.config_file:
         raise SystemExit("--config-file is required with --segmenter student (the default)")
     predictor = SardPredictor.from_config(args.config_file, None, args.opts, device=args.device)
-    names = [row[0] for row in GENERATOR_PARAMETERS]
+    names = [name for name, _ in GENERATOR_FLAGS]
     generator = SardAutomaticMaskGenerator(
         predictor, **flag_values(args, names), output_mode="coco_rle"
     )

@@ -10,6 +10,8 @@ from typing import Any, Dict
 
 from fvcore.common.config import CfgNode
 
+from sard.amg_settings import AmgSettings
+
 # Flat baseline keys of earlier versions and where they live now (an old config names them).
 RENAMED_KEYS = {
     "MODEL.SARD.KD_TAU": "MODEL.SARD.KD.TAU",
@@ -56,17 +58,24 @@ def add_pseudo_label_config(sard: CfgNode, CN: type) -> None:
     weak teacher predicts lower IoUs, so lower the thresholds for it.
     """
     p = sard.PSEUDO_LABELS = CN()
+    amg = AmgSettings()  # the generator's defaults have one home
     # Train on folders of images: the teacher's masks give the prompts and task-loss targets
     # (computed once per model input and cached with the teacher's taps).
     p.ENABLED = False
-    p.POINTS_PER_SIDE = 32  # point grid over the image's valid region (SAM's points_per_side)
-    p.POINTS_PER_BATCH = 64  # point prompts decoded at once (memory, not results)
-    p.PRED_IOU_THRESH = 0.88  # keep masks whose predicted IoU exceeds this (0 = no filter)
-    p.STABILITY_SCORE_THRESH = 0.95  # keep masks with IoU(logits>+off, logits>-off) >= this
-    p.STABILITY_SCORE_OFFSET = 1.0  # the logit offset of the stability score
-    p.BOX_NMS_THRESH = 0.7  # box IoU above which the lower-scored of two masks is dropped
-    p.CROP_N_LAYERS = 0  # SAM's crop layers (each crop costs one more teacher encoder pass)
-    p.MIN_MASK_REGION_AREA = 0  # fill holes / remove islands below this many px (SAM's)
+    # point grid over the image's valid region (SAM's points_per_side)
+    p.POINTS_PER_SIDE = amg.points_per_side
+    p.POINTS_PER_BATCH = amg.points_per_batch  # point prompts decoded at once (memory, not results)
+    # keep masks whose predicted IoU exceeds this (0 = no filter)
+    p.PRED_IOU_THRESH = amg.pred_iou_thresh
+    # keep masks with IoU(logits>+off, logits>-off) >= this
+    p.STABILITY_SCORE_THRESH = amg.stability_score_thresh
+    p.STABILITY_SCORE_OFFSET = amg.stability_score_offset  # the logit offset of the stability score
+    # box IoU above which the lower-scored of two masks is dropped
+    p.BOX_NMS_THRESH = amg.box_nms_thresh
+    # SAM's crop layers (each crop costs one more teacher encoder pass)
+    p.CROP_N_LAYERS = amg.crop_n_layers
+    # fill holes / remove islands below this many px (SAM's)
+    p.MIN_MASK_REGION_AREA = amg.min_mask_region_area
     p.MIN_AREA = 0  # drop masks of fewer model-input pixels (noise specks)
     p.MAX_AREA_FRACTION = 0.5  # drop masks covering more of the image than this (background)
     # Share of training samples drawn from unlabeled datasets when DATASETS.TRAIN mixes

@@ -157,12 +157,11 @@ def pseudo_label_identity(cfg: CfgNode, teacher: nn.Module, resize_mode: str) ->
     """
     from .pseudo_labels import PseudoLabelSettings
 
-    settings = PseudoLabelSettings.from_cfg(cfg).__dict__.copy()
-    settings.pop("points_per_batch")  # memory only
+    node = cfg.MODEL.SARD.PSEUDO_LABELS
     return {
         **_teacher_identity(cfg, teacher),
         "resize_mode": resize_mode,
-        "pseudo_labels": settings,
+        "pseudo_labels": PseudoLabelSettings.from_cfg(cfg).identity(node),
     }
 
 

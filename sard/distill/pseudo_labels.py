@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from sard.amg_settings import AmgSettings
 from sard.data.image_folder import UNLABELED_KEY
 from sard.data.masks import decode_many
 from sard.data.prompts import sample_prompts
@@ -52,25 +53,18 @@ logger = logging.getLogger(__name__)
 
 def _from_node(cls, node, keys: Optional[Dict[str, str]] = None):
     """The settings dataclass ``cls`` read from a config node: field f from key ``keys[f]``
-    (default F.upper()), cast to the type of f's default (int, float or str)."""
+    (default F.upper()), cast to the type of f's default (int, float or str); fields without a
+    key in the node keep their defaults."""
     keys = keys or {}
-    return cls(
-        **{f.name: type(f.default)(node[keys.get(f.name, f.name.upper())]) for f in fields(cls)}
-    )
+    given = {f: keys.get(f.name, f.name.upper()) for f in fields(cls)}
+    return cls(**{f.name: type(f.default)(node[k]) for f, k in given.items() if k in node})
 
 
 @dataclass(frozen=True)
-class PseudoLabelSettings:
-    """MODEL.SARD.PSEUDO_LABELS (see ``sard.config.sard_config``); SAM ViT-H's defaults."""
+class PseudoLabelSettings(AmgSettings):
+    """MODEL.SARD.PSEUDO_LABELS (see ``sard.config.sard_config``): the automatic mask
+    generator's settings (``AmgSettings``, SAM ViT-H's defaults) and the area filters."""
 
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    min_mask_region_area: int = 0
     min_area: int = 0
     max_area_fraction: float = 0.5
 
@@ -78,11 +72,11 @@ class PseudoLabelSettings:
     def from_cfg(cls, cfg) -> "PseudoLabelSettings":
         return _from_node(cls, cfg.MODEL.SARD.PSEUDO_LABELS)
 
-    def generator_kwargs(self) -> Dict[str, Any]:
-        """Keyword arguments of ``SardAutomaticMaskGenerator``."""
-        out = asdict(self)
-        out.pop("min_area")
-        out.pop("max_area_fraction")
+    def identity(self, node) -> Dict[str, Any]:
+        """What changes the masks: the settings read from ``node`` (MODEL.SARD.PSEUDO_LABELS),
+        by field name, without points_per_batch (memory only)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name.upper() in node}
+        out.pop("points_per_batch")
         return out
 
 
@@ -213,9 +207,7 @@ class PseudoLabeler:
         # float16, as the teacher cache stores it: the same masks whether cached or not.
         predictor.given = (hw, embedding.detach().to(torch.float16).float()[None])
         s = self.settings
-        generator = SardAutomaticMaskGenerator(
-            predictor, output_mode="coco_rle", **s.generator_kwargs()
-        )
+        generator = SardAutomaticMaskGenerator(predictor, settings=s, output_mode="coco_rle")
         pixels = image[:, :h, :w].detach().round().clamp(0, 255).to(torch.uint8)
         records = generator.generate(pixels.permute(1, 2, 0).cpu().numpy())
         self.encoder_runs += predictor.encoder_runs

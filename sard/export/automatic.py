@@ -24,6 +24,7 @@ already at the model's input size and differs by under a pixel otherwise.
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -49,10 +50,11 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area
 
+from sard.amg_settings import OUTPUT_MODES, AmgSettings
+
 from .checks import check_image
 from .predictor import SardPredictor
 
-OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 RECORD_KEYS = (
     "segmentation",
     "area",
@@ -94,60 +96,54 @@ def mask_threshold_of(predictor: Any) -> float:
 class SardAutomaticMaskGenerator:
     """Masks for every object of an image from a grid of point prompts (see the module doc).
 
-    Parameters and defaults are SamAutomaticMaskGenerator's (its defaults suit SAM ViT-H; a
-    small student predicts lower IoUs, so lower ``pred_iou_thresh`` for it). ``model``: a
-    promptable sard student, a SardPredictor, or a segment_anything Sam / SamPredictor.
+    Parameters and defaults are SamAutomaticMaskGenerator's, held by ``sard.amg_settings.
+    AmgSettings`` (its defaults suit SAM ViT-H; a small student predicts lower IoUs, so lower
+    ``pred_iou_thresh`` for it). ``model``: a promptable sard student, a SardPredictor, or a
+    segment_anything Sam / SamPredictor.
     """
 
     def __init__(
         self,
         model: Any,
-        points_per_side: Optional[int] = 32,
-        points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
-        crop_n_layers: int = 0,
-        crop_nms_thresh: float = 0.7,
-        crop_overlap_ratio: float = 512 / 1500,
-        crop_n_points_downscale_factor: int = 1,
-        point_grids: Optional[List[np.ndarray]] = None,
-        min_mask_region_area: int = 0,
-        output_mode: str = "binary_mask",
+        *positional: Any,
+        settings: Optional[AmgSettings] = None,
+        **overrides: Any,
     ) -> None:
-        if (points_per_side is None) == (point_grids is None):
-            raise ValueError("give exactly one of points_per_side and point_grids")
-        if points_per_side is not None and points_per_side < 1:
-            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
-        if points_per_batch < 1:
-            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
-        if crop_n_layers < 0:
-            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
-        if output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        """``settings`` (default ``AmgSettings()``) with the parameters given by position (in
+        SamAutomaticMaskGenerator's order: points_per_side, points_per_batch, ...) or by name,
+        so SAM's calls work unchanged; an unknown name is a TypeError."""
+        names = [f.name for f in fields(AmgSettings)]
+        if len(positional) > len(names):
+            raise TypeError(f"at most {len(names)} positional parameters ({', '.join(names)})")
+        clash = sorted(set(names[: len(positional)]) & set(overrides))
+        if clash:
+            raise TypeError(f"{clash} given by position and by name")
+        given = dict(zip(names, positional), **overrides)
+        s = replace(settings if settings is not None else AmgSettings(), **given)
+        point_grids = s.point_grids
         if point_grids is None:
             point_grids = build_all_layer_point_grids(
-                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+                s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor
             )
-        if len(point_grids) < crop_n_layers + 1:
+        if len(point_grids) < s.crop_n_layers + 1:
             raise ValueError(
-                f"point_grids holds {len(point_grids)} grid(s); crop_n_layers={crop_n_layers} "
-                f"needs {crop_n_layers + 1} (one per layer, the whole image first)"
+                f"point_grids holds {len(point_grids)} grid(s); crop_n_layers={s.crop_n_layers} "
+                f"needs {s.crop_n_layers + 1} (one per layer, the whole image first)"
             )
+        self.settings = s
         self.point_grids = point_grids
         self.predictor = as_predictor(model)
         self.mask_threshold = mask_threshold_of(self.predictor)
-        self.points_per_batch = int(points_per_batch)
-        self.pred_iou_thresh = float(pred_iou_thresh)
-        self.stability_score_thresh = float(stability_score_thresh)
-        self.stability_score_offset = float(stability_score_offset)
-        self.box_nms_thresh = float(box_nms_thresh)
-        self.crop_n_layers = int(crop_n_layers)
-        self.crop_nms_thresh = float(crop_nms_thresh)
-        self.crop_overlap_ratio = float(crop_overlap_ratio)
-        self.min_mask_region_area = int(min_mask_region_area)
-        self.output_mode = output_mode
+        self.points_per_batch = int(s.points_per_batch)
+        self.pred_iou_thresh = float(s.pred_iou_thresh)
+        self.stability_score_thresh = float(s.stability_score_thresh)
+        self.stability_score_offset = float(s.stability_score_offset)
+        self.box_nms_thresh = float(s.box_nms_thresh)
+        self.crop_n_layers = int(s.crop_n_layers)
+        self.crop_nms_thresh = float(s.crop_nms_thresh)
+        self.crop_overlap_ratio = float(s.crop_overlap_ratio)
+        self.min_mask_region_area = int(s.min_mask_region_area)
+        self.output_mode = s.output_mode
         # Masks of the last image: decoded, kept by the IoU filter, then by the stability filter,
         # and the highest predicted IoU (to tell a user which threshold removed everything).
         self.last_counts: Dict[str, Any] = {}

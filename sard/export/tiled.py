@@ -36,7 +36,7 @@ import pycocotools.mask as mask_util
 import torch
 from segment_anything.utils.amg import mask_to_rle_pytorch, rle_to_mask
 
-from .automatic import OUTPUT_MODES
+from sard.amg_settings import OUTPUT_MODES
 
 logger = logging.getLogger(__name__)
 

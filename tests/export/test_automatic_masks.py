@@ -158,3 +158,40 @@ def test_bad_parameters_give_clear_errors(sam_student):
         SardAutomaticMaskGenerator(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="uint8"):
         SardAutomaticMaskGenerator(sam_student).generate(np.zeros((8, 8, 3), np.float32))
+
+
+def test_settings_have_one_home_shared_by_generator_pseudo_labels_and_config(sam_student):
+    """AmgSettings holds the names and defaults: the generator takes it (or SAM's keyword
+    call), the pseudo-labeler extends it, MODEL.SARD.PSEUDO_LABELS defaults to it."""
+    from dataclasses import asdict
+
+    from sard.amg_settings import AmgSettings
+    from sard.config import get_cfg
+    from sard.distill.pseudo_labels import PseudoLabelSettings
+
+    given = AmgSettings(points_per_side=4, pred_iou_thresh=0.3)
+    generator = SardAutomaticMaskGenerator(sam_student, settings=given, output_mode="coco_rle")
+    assert generator.settings == AmgSettings(4, pred_iou_thresh=0.3, output_mode="coco_rle")
+    # SAM's calls: by name, and by position in SamAutomaticMaskGenerator's order.
+    assert SardAutomaticMaskGenerator(sam_student, points_per_side=4).settings.points_per_side == 4
+    by_position = SardAutomaticMaskGenerator(sam_student, 4, 8, 0.3).settings
+    assert by_position == AmgSettings(points_per_side=4, points_per_batch=8, pred_iou_thresh=0.3)
+    with pytest.raises(TypeError, match="points_per_sides"):
+        SardAutomaticMaskGenerator(sam_student, points_per_sides=4)
+    with pytest.raises(TypeError, match="by position and by name"):
+        SardAutomaticMaskGenerator(sam_student, 4, points_per_side=8)
+
+    cfg = get_cfg()
+    node = cfg.MODEL.SARD.PSEUDO_LABELS
+    defaults = asdict(AmgSettings())
+    in_config = {k.lower(): v for k, v in node.items() if k.lower() in defaults}
+    assert in_config == {k: defaults[k] for k in in_config} and len(in_config) == 8
+    settings = PseudoLabelSettings.from_cfg(cfg)
+    assert isinstance(settings, AmgSettings)
+    assert settings.max_area_fraction == node.MAX_AREA_FRACTION
+    # What keys the pseudo-label store: every config setting but the memory-only batch size.
+    assert set(settings.identity(node)) == {k.lower() for k in node} - {
+        "enabled",
+        "unlabeled_fraction",
+        "points_per_batch",
+    }
