@@ -6,7 +6,8 @@ Paper: "Structure-Aware Representation Distillation for Tiny-Dense Object Segmen
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+import inspect
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,7 @@ from ._common import (
     uniform_weight,
     valid_on_grid,
 )
-from sard.config.sard_config import structure_map_kwargs
+from sard.config.sard_config import STRUCTURE_MAP_SETTINGS, structure_map_kwargs
 
 from .base import DistillationLoss, DistillationPair
 from .registry import MethodInputs, need_int, register_method
@@ -105,11 +106,11 @@ class SARDDistillationHead(DistillationLoss):
         lambda_f, lambda_d: weights of L_FC and L_DA (already applied to the returned terms).
         alpha: noise level(s) of L_DA (see ``DistributionAlignmentLoss``).
         weighting: "structure" or "uniform".
-        beta_e, beta_c, beta_d, radius, sigma, border_cells: forwarded to
-            ``compute_structure_map``.
         teacher_projection: "frozen" (guard, default) or "learnable".
         normalize_teacher: per-position LayerNorm on P_T's output (guard, default True).
         denoiser_hidden: width of g_θ (default D).
+        **structure: beta_e, beta_c, beta_d, radius, sigma, border_cells (any subset),
+            forwarded to ``compute_structure_map``, whose defaults apply to the rest.
     """
 
     handles_padding = True
@@ -123,15 +124,10 @@ class SARDDistillationHead(DistillationLoss):
         lambda_d: float = 0.5,
         alpha: Union[float, Sequence[float]] = 0.5,
         weighting: str = "structure",
-        beta_e: float = 2.0,
-        beta_c: float = 1.0,
-        beta_d: float = 1.0,
-        radius: int = 7,
-        sigma: float = 1.0,
-        border_cells: int = 0,
         teacher_projection: str = "frozen",
         normalize_teacher: bool = True,
         denoiser_hidden: Optional[int] = None,
+        **structure: Any,
     ) -> None:
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -147,14 +143,20 @@ class SARDDistillationHead(DistillationLoss):
         self.lambda_f = float(lambda_f)
         self.lambda_d = float(lambda_d)
         self.weighting = weighting
-        self.structure_kwargs = dict(
-            beta_e=beta_e,
-            beta_c=beta_c,
-            beta_d=beta_d,
-            radius=radius,
-            sigma=sigma,
-            border_cells=border_cells,
-        )
+        unknown = sorted(set(structure) - set(STRUCTURE_MAP_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"SARDDistillationHead got unexpected keyword argument(s) {unknown}; the "
+                f"structure map takes {list(STRUCTURE_MAP_SETTINGS)}"
+            )
+        # compute_structure_map's signature holds the defaults (imported here for the reason
+        # weight_map gives); all six are kept, as they key the teacher cache.
+        from sard.structure import compute_structure_map
+
+        defaults = inspect.signature(compute_structure_map).parameters
+        self.structure_kwargs = {
+            name: structure.get(name, defaults[name].default) for name in STRUCTURE_MAP_SETTINGS
+        }
         self.normalize_teacher = bool(normalize_teacher)
         self.student_proj = nn.Conv2d(self.student_channels, self.dim, kernel_size=1)
         self.teacher_proj = TeacherProjection(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from dataclasses import dataclass
@@ -296,11 +297,13 @@ def test_structure_weighting_calls_compute_structure_map(monkeypatch):
         w[..., 0, 0] = 1.0
         return _FakeStructureMap(weight=w)
 
-    monkeypatch.setitem(
-        sys.modules, "sard.structure", types.SimpleNamespace(compute_structure_map=fake)
-    )
+    # Built first: the head takes the settings it is not given (border_cells) from the real
+    # compute_structure_map's signature.
     head = SARDDistillationHead(
         4, 4, dim=4, beta_e=0.0, beta_c=1.0, beta_d=3.0, radius=2, sigma=0.5
+    )
+    monkeypatch.setitem(
+        sys.modules, "sard.structure", types.SimpleNamespace(compute_structure_map=fake)
     )
     student, teacher = torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3, requires_grad=True)
     out = head(student, teacher)
@@ -336,3 +339,20 @@ def test_real_structure_map_gives_finite_losses_different_from_uniform():
     uni.load_state_dict(sard.state_dict())
     a, b = sard(student, teacher)["loss_fc"], uni(student, teacher)["loss_fc"]
     assert torch.isfinite(a) and a.item() != pytest.approx(b.item())
+
+
+def test_structure_settings_take_compute_structure_maps_defaults_and_refuse_unknown_names():
+    from sard.structure import compute_structure_map
+
+    params = inspect.signature(compute_structure_map).parameters
+    head = SARDDistillationHead(4, 4, dim=4, radius=2)
+    assert head.structure_settings == {
+        "beta_e": params["beta_e"].default,
+        "beta_c": params["beta_c"].default,
+        "beta_d": params["beta_d"].default,
+        "radius": 2,
+        "sigma": params["sigma"].default,
+        "border_cells": params["border_cells"].default,
+    }
+    with pytest.raises(TypeError, match="beta_x"):
+        SARDDistillationHead(4, 4, dim=4, beta_x=1.0)
