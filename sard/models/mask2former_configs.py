@@ -26,54 +26,53 @@ from __future__ import annotations
 import dataclasses
 import logging
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 from transformers import Mask2FormerConfig, PretrainedConfig, ResNetConfig, SwinConfig
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
+
+def _swin(
+    image_size: int,
+    embed_dim: int,
+    depths: Sequence[int],
+    num_heads: Sequence[int],
+    window_size: int,
+    drop_path_rate: float,
+) -> Dict[str, Any]:
+    """A Swin preset row: pretraining image size, embed dim, depths and heads per stage."""
+    return dict(
+        kind="swin",
+        image_size=image_size,
+        embed_dim=embed_dim,
+        depths=list(depths),
+        num_heads=list(num_heads),
+        window_size=window_size,
+        drop_path_rate=drop_path_rate,
+    )
+
+
+def _resnet(
+    embedding_size: int, hidden_sizes: Sequence[int], depths: Sequence[int]
+) -> Dict[str, Any]:
+    """A bottleneck ResNet preset row: stem width, widths and blocks per stage."""
+    return dict(
+        kind="resnet",
+        embedding_size=embedding_size,
+        hidden_sizes=list(hidden_sizes),
+        depths=list(depths),
+        layer_type="bottleneck",
+    )
+
+
+# One row per size (the table in the module docstring).
 BACKBONE_PRESETS: Dict[str, Dict[str, Any]] = {
-    "swin_l": dict(
-        kind="swin",
-        image_size=384,
-        embed_dim=192,
-        depths=[2, 2, 18, 2],
-        num_heads=[6, 12, 24, 48],
-        window_size=12,
-        drop_path_rate=0.3,
-    ),
-    "swin_t": dict(
-        kind="swin",
-        image_size=224,
-        embed_dim=96,
-        depths=[2, 2, 6, 2],
-        num_heads=[3, 6, 12, 24],
-        window_size=7,
-        drop_path_rate=0.3,
-    ),
-    "r50": dict(
-        kind="resnet",
-        embedding_size=64,
-        hidden_sizes=[256, 512, 1024, 2048],
-        depths=[3, 4, 6, 3],
-        layer_type="bottleneck",
-    ),
-    "tiny": dict(
-        kind="swin",
-        image_size=64,
-        embed_dim=16,
-        depths=[1, 1, 1, 1],
-        num_heads=[1, 1, 2, 2],
-        window_size=4,
-        drop_path_rate=0.0,
-    ),
-    "tiny_resnet": dict(
-        kind="resnet",
-        embedding_size=16,
-        hidden_sizes=[32, 64, 128, 256],
-        depths=[1, 1, 1, 1],
-        layer_type="bottleneck",
-    ),
+    "swin_l": _swin(384, 192, (2, 2, 18, 2), (6, 12, 24, 48), 12, 0.3),
+    "swin_t": _swin(224, 96, (2, 2, 6, 2), (3, 6, 12, 24), 7, 0.3),
+    "r50": _resnet(64, (256, 512, 1024, 2048), (3, 4, 6, 3)),
+    "tiny": _swin(64, 16, (1, 1, 1, 1), (1, 1, 2, 2), 4, 0.0),
+    "tiny_resnet": _resnet(16, (32, 64, 128, 256), (1, 1, 1, 1)),
 }
 
 # The transformers defaults already equal the official head; listed to make the contract visible.

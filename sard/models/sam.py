@@ -86,14 +86,17 @@ class SamModel(nn.Module):
 
     def __init__(
         self,
-        image_size: int = 1024,
-        embed_dim: int = 1280,
-        depth: int = 32,
-        num_heads: int = 16,
-        global_attn_indexes: Sequence[int] = (7, 15, 23, 31),
+        *,
+        image_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        global_attn_indexes: Sequence[int],
         patch_size: int = 16,
         window_size: int = 14,
     ) -> None:
+        """Sizes: ``SAM_SIZES`` (``build_sam``), the one home of each; patch 16 and window 14 are
+        every official size's."""
         # Imported here: `import segment_anything` pulls in torchvision (seconds of import time).
         from segment_anything.modeling import (
             ImageEncoderViT,

@@ -118,17 +118,19 @@ class EfficientSamImageEncoder(nn.Module):
     """ViT encoder: (B, 3, H, W) normalised image -> (B, 256, H/p, W/p) image embedding.
 
     H and W must be multiples of ``patch_size``; ``img_size`` is the size the model is meant to
-    run at (used by the prompt and mask code), not a hard limit.
+    run at (used by the prompt and mask code), not a hard limit. The width, depth and heads of
+    each size live in ``EFFICIENT_SAM_SIZES`` (``model.py``), so they have no defaults here.
     """
 
     def __init__(
         self,
-        img_size: int = 1024,
+        *,
+        img_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
         patch_size: int = 16,
         in_chans: int = 3,
-        embed_dim: int = 192,
-        depth: int = 12,
-        num_heads: int = 3,
         mlp_ratio: float = 4.0,
         out_chans: int = 256,
     ) -> None:

@@ -49,9 +49,8 @@ class EfficientSam(nn.Module):
     tap_channels = {"image_embedding": PROMPT_DIM}
     decoder_max_num_input_points = 6
 
-    def __init__(
-        self, image_size: int = 1024, embed_dim: int = 192, depth: int = 12, num_heads: int = 3
-    ) -> None:
+    def __init__(self, *, image_size: int, embed_dim: int, depth: int, num_heads: int) -> None:
+        """Sizes: ``EFFICIENT_SAM_SIZES`` (``build_efficient_sam``), the one home of each."""
         super().__init__()
         if image_size % 16:
             raise ValueError(f"EfficientSAM image_size {image_size} must be a multiple of 16")
