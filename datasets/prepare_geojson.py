@@ -14,7 +14,6 @@ says its coordinates are pixels anyway. Nothing is written when a file is refuse
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from glob import glob
@@ -22,7 +21,7 @@ from glob import glob
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_flags, shared with the tools
 
-from cli_flags import print_split_stats  # noqa: E402
+from cli_flags import converter_parser, print_split_stats  # noqa: E402
 
 from sard.data.converters import IMAGE_EXTENSIONS, geojson_to_coco  # noqa: E402
 from sard.data.problems import DatasetError  # noqa: E402
@@ -44,12 +43,10 @@ def find_pairs(folder: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--src", required=True, help="folder with X.geojson + X.<image> pairs")
-    p.add_argument(
-        "--out", required=True, help="dataset folder to write <split>.json and <split>/ in"
+    p = converter_parser(
+        __doc__,
+        src="folder with X.geojson + X.<image> pairs",
+        out="dataset folder to write <split>.json and <split>/ in",
     )
     p.add_argument("--split", default="train")
     p.add_argument(

@@ -13,14 +13,13 @@ gravel_fh_{train,test} on `import sard.data`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values and cli_flags, shared with the tools
 
-from cli_flags import print_split_stats  # noqa: E402
+from cli_flags import converter_parser, print_split_stats  # noqa: E402
 from cli_values import int_range  # noqa: E402
 
 from sard.data.converters import find_label_pairs, labels_to_coco  # noqa: E402
@@ -29,12 +28,11 @@ from sard.user_errors import run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--src", required=True, help="folder with one sub-folder per split")
-    p.add_argument(
-        "--out", default=None, help="output folder (default $DETECTRON2_DATASETS/<src name>)"
+    p = converter_parser(
+        __doc__,
+        src="folder with one sub-folder per split",
+        out="output folder (default $DETECTRON2_DATASETS/<src name>)",
+        out_required=False,
     )
     p.add_argument("--splits", nargs="+", default=["train", "test"])
     p.add_argument("--mask-suffix", default="_mask", help="label file = image stem + suffix")

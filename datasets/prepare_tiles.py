@@ -13,7 +13,6 @@ OUT gets the same layout, ready for `register_rockfrag`. See `sard.data.tiling`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # cli_values and cli_flags, shared with the tools
 
-from cli_flags import print_split_stats  # noqa: E402
+from cli_flags import converter_parser, print_split_stats  # noqa: E402
 from cli_values import int_range  # noqa: E402
 
 from sard.data.tiling import tile_coco_split  # noqa: E402
@@ -29,11 +28,11 @@ from sard.user_errors import run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = converter_parser(
+        __doc__,
+        src="folder with <split>.json and <split>/",
+        out="folder for the tiles and their COCO files",
     )
-    p.add_argument("--src", required=True, help="folder with <split>.json and <split>/")
-    p.add_argument("--out", required=True, help="folder for the tiles and their COCO files")
     p.add_argument("--tile", type=int_range(1), default=128, help="tile side in pixels")
     p.add_argument(
         "--min-area", type=int_range(1), default=4, help="smallest kept instance piece, px"

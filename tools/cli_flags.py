@@ -1,6 +1,6 @@
 """Command-line pieces several tools share: flag groups they add alike, the keyword arguments of
 a settings object taken from the parsed flags of the same names, and the dataset converters'
-closing report.
+parser and closing report.
 
 Tools import it as ``cli_flags`` (a script's own folder, ``tools/``, is first on ``sys.path``;
 ``datasets/`` scripts put ``tools/`` there themselves, and ``tests/conftest.py`` does for tests).
@@ -24,6 +24,20 @@ def flag_values(args: argparse.Namespace, names: Sequence[str]) -> Dict[str, Any
     object whose parameters are named as the flags, e.g.
     ``MeasureSettings(**flag_values(args, MEASURE_FLAGS))``."""
     return {name: getattr(args, name) for name in names}
+
+
+def converter_parser(
+    doc: str, src: str, out: str, out_required: bool = True
+) -> argparse.ArgumentParser:
+    """A dataset converter's parser: its module ``doc`` as the description, ``--src`` (required,
+    help ``src``) and ``--out`` (help ``out``; required unless ``out_required`` is False, when
+    it defaults to None and the converter derives it)."""
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--src", required=True, help=src)
+    p.add_argument("--out", required=out_required, default=None, help=out)
+    return p
 
 
 def add_measure_flags(p: Parser) -> None:

@@ -42,7 +42,6 @@ from studies import preamble  # noqa: F401  (before torch and sard: see its docs
 
 import numpy as np
 from cli_flags import add_flag_table
-import torch
 from studies.flags import check_files, check_positive
 from studies.study import (
     TINY_SAM_CONFIG,
@@ -55,6 +54,8 @@ from studies.study import (
     write_results,
     widened_member,
 )
+
+from sard.reporting.tables import box_floor
 
 STUDENTS = ("scratch", "labels", "label_free", "label_free+labels")
 FLOOR = "prompt box (filled)"
@@ -247,30 +248,6 @@ def evaluate_with_box_prompts(config: str, spec: RunSpec, run_dir: str, test: st
     return dict(next(iter(trainer.test()[test].values())))
 
 
-# ---------------------------------------------------------------------- the box floor
-def box_floor(config: str, spec: RunSpec, test: str, out_dir: str) -> Dict[str, float]:
-    """mIoU/bIoU of "fill each object's prompt box": every ground-truth instance's tight box,
-    filled, scored by the same evaluator as the models (the trivial answer to box prompts)."""
-    from sard.config import load_config
-    from sard.engine.builders import build_evaluator, build_mapper, evaluation_records
-
-    cfg = load_config(config, spec.opts() + ["OUTPUT_DIR", out_dir, "INPUT.PROMPT.TYPE", "box"])
-    mapper = build_mapper(cfg, is_train=False)
-    evaluator = build_evaluator(cfg, test, out_dir)
-    evaluator.reset()
-    for record in evaluation_records(cfg, test):
-        sample = mapper(dict(record))
-        gt = sample["gt_masks_orig"].numpy()
-        filled = np.zeros_like(gt)
-        for q, mask in enumerate(gt):
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            if rows.size:
-                filled[q, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
-        outputs = {"pred_masks": torch.from_numpy(filled), "scores": torch.ones(len(gt))}
-        evaluator.process([sample], [outputs])
-    return dict(next(iter(evaluator.evaluate().values())))
-
-
 # ---------------------------------------------------------------------- pseudo-label quality
 def pseudo_label_quality(
     config: str,
@@ -442,7 +419,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         if args.teacher_weights
         else str((out / "teacher" / "model_final.pth").resolve())
     )
-    floor = box_floor(config, t_spec, names[1], str(out / "floor"))
+    # The evaluator reports the floor (each ground-truth box filled) beside every box-prompt run.
+    floor = box_floor([{"metrics": teacher_box}])
     print(
         f"  teacher: {args.teacher_prompt} mIoU {teacher['metrics']['mIoU']:.1f}, box mIoU "
         f"{teacher_box['mIoU']:.1f} bIoU {teacher_box['bIoU']:.1f}; box floor mIoU "

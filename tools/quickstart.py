@@ -32,6 +32,7 @@ from typing import Dict, List, Optional
 from studies import preamble  # noqa: F401  (before torch and sard: see its docstring)
 
 import torch
+from cli_flags import add_flag_table
 from studies import flags
 from studies.study import (
     TINY_SAM_CONFIG,
@@ -73,6 +74,22 @@ STAGES = 5
 CLEARLY_BETTER = 5.0
 
 
+# (name, type, default, help) of the synthetic data and the schedule.
+DATA_AND_SCHEDULE_FLAGS = (
+    ("image_size", int, 128, "square synthetic image size, px"),
+    ("input_size", int, 0, "model input size, px (0: --image-size; larger: a finer feature grid)"),
+    ("num_train", int, 64, "synthetic training images"),
+    ("num_test", int, 16, "synthetic test images"),
+    ("min_size", float, 8.0, "smallest fragment, px"),
+    ("max_size", float, 32.0, "largest fragment, px"),
+    ("teacher_iters", int, 360, "teacher iterations"),
+    ("student_iters", int, 180, "scratch and SARD alike"),
+    ("batch", int, 2, "images per iteration"),
+    ("prompts", int, 32, "box prompts per training image"),
+    ("lr", float, 1e-3, "base learning rate"),
+)
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command line -> namespace; sizes checked (multiples of 16, positive counts)."""
     p = argparse.ArgumentParser(
@@ -81,22 +98,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default="output/quickstart", help="output folder")
     p.add_argument("--data-dir", default="", help="dataset folder (default OUT/data/...)")
     p.add_argument("--config-file", default=TINY_SAM_CONFIG, help="base YAML of every run")
-    p.add_argument("--image-size", type=int, default=128, help="square synthetic image size, px")
-    p.add_argument(
-        "--input-size",
-        type=int,
-        default=0,
-        help="model input size, px (0: --image-size; larger upsamples: a finer feature grid)",
-    )
-    p.add_argument("--num-train", type=int, default=64, help="synthetic training images")
-    p.add_argument("--num-test", type=int, default=16, help="synthetic test images")
-    p.add_argument("--min-size", type=float, default=8.0, help="smallest fragment, px")
-    p.add_argument("--max-size", type=float, default=32.0, help="largest fragment, px")
-    p.add_argument("--teacher-iters", type=int, default=360)
-    p.add_argument("--student-iters", type=int, default=180, help="scratch and SARD alike")
-    p.add_argument("--batch", type=int, default=2, help="images per iteration")
-    p.add_argument("--prompts", type=int, default=32, help="box prompts per training image")
-    p.add_argument("--lr", type=float, default=1e-3)
+    add_flag_table(p, DATA_AND_SCHEDULE_FLAGS)
     flags.add_regime_flags(p, "training augmentation", jitter_default=(1.0, 1.0))
     p.add_argument("--teacher-family", default="efficient_sam", choices=flags.FAMILIES)
     p.add_argument(

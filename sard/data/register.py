@@ -159,20 +159,12 @@ def _builtin_specs(root: str):
             json_file = os.path.join(root, folder, f"{split}.json")
             image_root = os.path.join(root, folder, split)
             paths = (json_file, image_root)
-            yield (
-                f"{prefix}_{split}",
-                register_rockfrag,
-                (json_file, image_root),
-                {"thing_classes": list(classes)},
-                paths,
-            )
-            yield (
-                f"{prefix}_sem_{split}",
-                register_rockfrag_semantic,
-                (json_file, image_root),
-                {"thing_classes": list(classes)},
-                paths,
-            )
+            # The same COCO file, as instances and as a semantic map.
+            for name, register in (
+                (f"{prefix}_{split}", register_rockfrag),
+                (f"{prefix}_sem_{split}", register_rockfrag_semantic),
+            ):
+                yield name, register, paths, {"thing_classes": list(classes)}, paths
     for split in ("train", "val"):
         image_dir = os.path.join(root, "cityscapes", "leftImg8bit", split)
         gt_dir = os.path.join(root, "cityscapes", "gtFine", split)

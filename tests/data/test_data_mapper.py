@@ -82,6 +82,16 @@ def check_sample(out, box_jitter):
             assert green.max() - green.min() < 12  # one instance, not a mix
 
 
+def eval_mapper(image_size=32, resize_mode="stretch", **kwargs) -> PromptDatasetMapper:
+    """The evaluation mapper most tests here use; keyword arguments as PromptDatasetMapper's."""
+    return PromptDatasetMapper(
+        is_train=kwargs.pop("is_train", False),
+        image_size=image_size,
+        resize_mode=resize_mode,
+        **kwargs,
+    )
+
+
 @pytest.mark.parametrize("resize_mode", ["longest_pad", "stretch"])
 @pytest.mark.parametrize("box_jitter", [0.0, 0.3])
 def test_box_encloses_mask_after_every_augmentation(tmp_path, resize_mode, box_jitter):
@@ -110,10 +120,10 @@ def test_box_encloses_mask_after_every_augmentation(tmp_path, resize_mode, box_j
 
 def test_longest_pad_and_stretch_geometry(tmp_path):
     d = make_dict(tmp_path)
-    pad = PromptDatasetMapper(is_train=False, image_size=64, resize_mode="longest_pad")(d)
+    pad = eval_mapper(64, "longest_pad")(d)
     assert pad["input_hw"] == (43, 64)  # 60 * 64 / 90 = 42.7, rounded like SAM
     assert pad["image"][:, 43:].abs().sum() == 0 and pad["image"][:, :43].sum() > 0
-    stretch = PromptDatasetMapper(is_train=False, image_size=64, resize_mode="stretch")(d)
+    stretch = eval_mapper(64)(d)
     assert stretch["input_hw"] == (64, 64)
     # first instance spans x in [3, 16], y in [2, 11] of 90 x 60: boxes scale per axis
     assert torch.allclose(pad["boxes"][0], torch.tensor([2.0, 1.0, 11.0, 8.0]), atol=1.0)
@@ -124,14 +134,12 @@ def test_longest_pad_and_stretch_geometry(tmp_path):
 
 def test_eval_keeps_all_instances_in_order_with_original_masks(tmp_path):
     d = make_dict(tmp_path)
-    out = PromptDatasetMapper(is_train=False, image_size=64, resize_mode="longest_pad")(d)
+    out = eval_mapper(64, "longest_pad")(d)
     assert out["gt_masks"].shape[0] == len(RECTS) == out["gt_masks_orig"].shape[0]
     for q, ann in enumerate(d["annotations"]):
         expected = decode_segmentation(ann["segmentation"], H, W)
         assert np.array_equal(out["gt_masks_orig"][q].numpy(), expected)
-    capped = PromptDatasetMapper(
-        is_train=False, image_size=64, resize_mode="longest_pad", max_prompts=3
-    )(d)
+    capped = eval_mapper(64, "longest_pad", max_prompts=3)(d)
     assert capped["gt_masks_orig"].shape[0] == 3
     index = [
         next(
@@ -147,7 +155,6 @@ def test_eval_keeps_all_instances_in_order_with_original_masks(tmp_path):
 def test_eval_prompts_are_identical_across_runs(tmp_path):
     d = make_dict(tmp_path)
     kwargs = dict(
-        is_train=False,
         image_size=64,
         resize_mode="longest_pad",
         prompt_type="box+point",
@@ -156,20 +163,20 @@ def test_eval_prompts_are_identical_across_runs(tmp_path):
         max_prompts=5,
     )
     torch.manual_seed(0)
-    first = PromptDatasetMapper(**kwargs)(d)
+    first = eval_mapper(**kwargs)(d)
     torch.manual_seed(123)
     np.random.seed(5)
-    second = PromptDatasetMapper(**kwargs)(d)
+    second = eval_mapper(**kwargs)(d)
     for key in ("boxes", "points", "point_labels", "gt_masks_orig"):
         assert torch.equal(first[key], second[key]), key
-    other_seed = PromptDatasetMapper(**kwargs, eval_seed=1)(d)
+    other_seed = eval_mapper(**kwargs, eval_seed=1)(d)
     assert not torch.equal(first["points"], other_seed["points"])
     # the seed comes from crc32(repr(image_id)), not Python's randomised hash(): the same
     # numbers in every process
     assert eval_rng("img_7", 0).integers(0, 1000, 4).tolist() == [290, 25, 727, 88]
     assert eval_rng(7, 0).integers(0, 1000, 4).tolist() == [729, 306, 31, 44]
     # the first positive point at evaluation is the most interior pixel (its centre here)
-    every = PromptDatasetMapper(**{**kwargs, "max_prompts": None})(d)
+    every = eval_mapper(**{**kwargs, "max_prompts": None})(d)
     for k in (0, 2, 4):  # rectangles 10 x 14, 15 x 12, 8 x 20
         ys, xs = np.nonzero(every["gt_masks"][k].numpy())
         px, py = every["points"][k, 2].tolist()
@@ -192,9 +199,7 @@ def test_training_caps_and_randomises_the_prompted_instances(tmp_path):
 
 def test_tiny_object_that_vanishes_in_the_input_frame_is_still_prompted(tmp_path):
     d = make_dict(tmp_path, rects=[(57, 101, 1, 1), (10, 10, 40, 40)], size=(200, 200))
-    out = PromptDatasetMapper(
-        is_train=False, image_size=32, resize_mode="longest_pad", prompt_type="box+point"
-    )(d)
+    out = eval_mapper(32, "longest_pad", prompt_type="box+point")(d)
     assert out["gt_masks_orig"][0].sum() == 1 and out["gt_masks"][0].sum() == 0
     x0, y0, x1, y1 = out["boxes"][0].tolist()
     assert (x0, y0) == (x1, y1)  # a degenerate box at the object's place
@@ -209,7 +214,7 @@ def test_empty_masks_are_dropped_with_a_counted_warning(tmp_path, caplog):
     )
     mapper_module.EMPTY_MASKS_DROPPED.count = 0
     with caplog.at_level(logging.WARNING, logger="sard.data"):
-        out = PromptDatasetMapper(is_train=False, image_size=32, resize_mode="stretch")(d)
+        out = eval_mapper()(d)
     assert out["gt_masks_orig"].shape[0] == len(RECTS)
     assert "dropped 1 instances with an empty mask so far" in caplog.text
     assert d["file_name"] in caplog.text
@@ -219,26 +224,16 @@ def test_image_without_instances_gives_empty_prompt_tensors(tmp_path):
     d = make_dict(tmp_path)
     d["annotations"] = []
     for is_train in (True, False):
-        out = PromptDatasetMapper(
-            is_train=is_train,
-            image_size=32,
-            resize_mode="stretch",
-            prompt_type="point",
-            num_points=2,
-        )(d)
+        out = eval_mapper(is_train=is_train, prompt_type="point", num_points=2)(d)
         assert out["gt_masks"].shape == (0, 32, 32) and out["points"].shape == (0, 2, 2)
 
 
 def test_bad_input_is_reported(tmp_path):
     d = make_dict(tmp_path)
     with pytest.raises(DatasetError, match="img_7.png: image is 90x60 but the dataset says"):
-        PromptDatasetMapper(is_train=False, image_size=32, resize_mode="stretch")(
-            {**d, "height": 61}
-        )
+        eval_mapper()({**d, "height": 61})
     with pytest.raises(FileNotFoundError, match="gone.png"):
-        PromptDatasetMapper(is_train=False, image_size=32, resize_mode="stretch")(
-            {**d, "file_name": str(tmp_path / "gone.png")}
-        )
+        eval_mapper()({**d, "file_name": str(tmp_path / "gone.png")})
     with pytest.raises(ValueError, match="resize_mode"):
         PromptDatasetMapper(is_train=True, image_size=32, resize_mode="crop")
     with pytest.raises(ValueError, match="prompt_type"):
