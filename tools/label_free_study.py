@@ -55,10 +55,10 @@ from studies.study import (
     widened_member,
 )
 
-from sard.reporting.tables import box_floor
+from sard.reporting.tables import BOX_FLOOR_LABEL, box_floor
 
 STUDENTS = ("scratch", "labels", "label_free", "label_free+labels")
-FLOOR = "prompt box (filled)"
+FLOOR = BOX_FLOOR_LABEL
 TEACHER = ("efficient_sam", "tiny", 128, 4, 4)  # compare_methods' CPU teacher
 # The pseudo-label generator's settings: (name, type, default, help), each a --flag and the key
 # MODEL.SARD.PSEUDO_LABELS.<NAME> of every label-free run.

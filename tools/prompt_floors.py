@@ -80,6 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path in args.json:
         if not os.path.isfile(path):
             p.error(f"--json {path}: no such file")
+    from sard.reporting.tables import BOX_FLOOR_LABEL
+
     results = {
         path: floors_of(path, args.dilation_ratio, not args.no_progress) for path in args.json
     }
@@ -87,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("|---|---|---:|---:|---:|")
     for path, floors in results.items():
         for name, row in floors.items():
-            label = "prompt box (filled)" if name == "box" else "ellipse in the box"
+            label = BOX_FLOOR_LABEL if name == "box" else "ellipse in the box"
             print(
                 f"| {path} | {label} | {row['instances']} | {row['mIoU']:.1f} | {row['bIoU']:.1f} |"
             )

@@ -33,9 +33,9 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from cli_flags import MEASURE_FLAGS, add_flag_table, add_measure_flags, flag_values  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-# The automatic mask generator's parameters, one flag each: (name, type, default, help). Its
-# defaults suit SAM ViT-H; a small student needs lower thresholds.
-# The generator's flags: (name, help); type and default are AmgSettings' (sard.amg_settings).
+# The automatic mask generator's parameters, one flag each: (name, help); type and default are
+# AmgSettings' (sard.amg_settings). Its defaults suit SAM ViT-H; a small student needs lower
+# thresholds.
 GENERATOR_FLAGS = (
     ("points_per_side", "N: an N x N point grid per tile"),
     ("points_per_batch", "points decoded at once; lower it if memory runs out"),
