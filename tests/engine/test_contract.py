@@ -17,7 +17,8 @@ import torch
 from sard.config import load_config
 from sard.config.contract import effective_config, effective_settings
 from sard.engine.solver import build_lr_scheduler, build_optimizer, lr_multiplier
-from testkit import ENGINES, REPO, TINY_SAM, detectron2_available, run_train_net, tiny_synth_opts
+from testkit import ENGINES, REPO, TINY_SAM, cpu_can_flush_subnormals, detectron2_available
+from testkit import run_train_net, tiny_synth_opts
 
 TOP_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
@@ -159,6 +160,8 @@ def test_engine_honours_epochs_lr_log_period_eval_limit_and_logs(engine, tiny_sy
     log = open(tmp_path / engine / "log.txt").read()
     assert "training contract: 2 iterations (1 epochs x 4 images / batch 2)" in log
     assert "gradient clipping full_model at 0.01" in log
+    if cpu_can_flush_subnormals():
+        assert "CPU arithmetic flushes subnormal floats to zero" in log
     # TEST.MAX_IMAGES 1: the instances of the first validation image only are evaluated.
     from sard.data import load_coco_instances
 

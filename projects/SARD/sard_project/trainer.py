@@ -43,7 +43,7 @@ from sard.engine.step import (
     nonfinite_loss_message,
     optimizer_step,
 )
-from sard.engine.trainer import resolve_device, seed_all, training_seed
+from sard.engine.trainer import flush_subnormal_floats, resolve_device, seed_all, training_seed
 
 logger = logging.getLogger("sard.projects")
 
@@ -134,6 +134,7 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
         logger.info(describe_contract(cfg, len(training_records(cfg))))
+        flush_subnormal_floats()
 
     def build_hooks(self):
         """Timer, LR schedule (logs the LR an iteration used, then steps), checkpoints, evaluation
