@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from testkit import REPO
+from testkit import REPO, TINY_SAM, tiny_synth_opts
 
 
 def run_tool(*args: str, timeout: int = 300) -> str:
@@ -174,3 +174,28 @@ def test_visualize_structure_draws_one_png_per_image(tmp_path):
 def test_bench_export():
     out = run_tool("tools/bench_export.py", "--prompts", "2", "--repeats", "1", "--warmup", "0")
     assert "ONNX" in out or "onnx" in out
+
+
+def test_bench_subnormals(tiny_synth, tmp_path):
+    out = run_tool(
+        "tools/bench_subnormals.py",
+        "--config-file",
+        TINY_SAM,
+        "--iters",
+        "1",
+        "--rounds",
+        "1",
+        *tiny_synth_opts(tiny_synth, tmp_path),
+    )
+    assert "kept / flushed:" in out and "from random initialisation" in out
+    for where in ("parameters", "gradients", "optimizer state"):
+        assert where in out
+
+
+def test_count_subnormal_counts_only_float32_subnormals(load_script):
+    import torch
+
+    tool = load_script("tools/bench_subnormals.py")
+    x = torch.tensor([0.0, 1e-39, -5e-40, 1e-30, 1.0])  # two subnormal entries
+    assert tool.count_subnormal([x, x.double(), "not a tensor"]) == 2
+    assert tool.count_subnormal([]) == 0
