@@ -256,10 +256,10 @@ def flush_subnormal_floats() -> bool:
     (``torch.set_flush_denormal(True)``); returns False where the CPU cannot (no SSE3).
 
     Why: subnormal operands take a slow path in x86 floating-point units. Once a tiny SAM has
-    trained a few hundred iterations on CPU, its training step got 1.6x slower with them
-    (measured: 3.24 s against 2.06 s per step from the same checkpoint, the same loss to four
-    digits). Values that small carry no signal in training. Both engines call this once; it
-    changes nothing on a GPU.
+    trained a few hundred iterations on CPU, its training step is 1.5-1.6x slower with them
+    (``tools/bench_subnormals.py``: 2.09 s against 1.30 s per step from the same checkpoint;
+    the same loss to four digits). Values that small carry no signal in training. Both engines
+    call this once; it changes nothing on a GPU.
     """
     flushed = bool(torch.set_flush_denormal(True))
     if flushed:

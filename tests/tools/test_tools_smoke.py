@@ -196,6 +196,11 @@ def test_count_subnormal_counts_only_float32_subnormals(load_script):
     import torch
 
     tool = load_script("tools/bench_subnormals.py")
-    x = torch.tensor([0.0, 1e-39, -5e-40, 1e-30, 1.0])  # two subnormal entries
-    assert tool.count_subnormal([x, x.double(), "not a tensor"]) == 2
+    # Bit patterns, not float literals: with flushing on, 1e-39 would already be stored as 0.
+    bits = torch.tensor([0, 1, 0x007FFFFF, -0x7FFFFFFB, 0x00800000, 0x3F800000], dtype=torch.int32)
+    x = bits.view(torch.float32)  # 0, three subnormals (-0x7FFFFFFB: sign bit + 5), 2^-126, 1.0
+    for flush in (False, True):  # the count must not depend on the CPU's mode
+        torch.set_flush_denormal(flush)
+        assert tool.count_subnormal([x, x.double(), "not a tensor"]) == 3
+    torch.set_flush_denormal(False)
     assert tool.count_subnormal([]) == 0
