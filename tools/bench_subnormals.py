@@ -3,8 +3,9 @@
 
 Both engines flush subnormal float32 values (|x| < 1.18e-38) to zero on CPU
 (``sard.engine.trainer.flush_subnormal_floats``). This tool measures what that buys for a
-given model and checkpoint: one trainer, one data stream, rounds alternating "kept" and
-"flushed" (median seconds per step of each), so the ratio is meaningful on a noisy machine.
+given model and checkpoint: one trainer and data stream per mode, both from the same weights,
+timed in alternating rounds (median seconds per step of each), so the ratio is meaningful on
+a noisy machine.
 It also counts the subnormal values in the parameters, their gradients and the optimizer's
 state after the timed steps; where all three are 0 they live in the activations of the forward
 and backward passes (e.g. sigmoids and softmaxes of very negative logits), which are not kept.
@@ -23,12 +24,12 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from typing import Dict, Iterable, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench_train import time_iters  # noqa: E402
 from cli_values import int_range  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
@@ -94,22 +95,16 @@ def main(argv: List[str] | None = None) -> None:
     # (an optimizer state flushed once has no subnormals left to slow the other mode down).
     trainers = {flush: Trainer(cfg) for flush in (False, True)}
     streams = {}
+    batch = int(cfg.SOLVER.IMS_PER_BATCH)
     for flush, trainer in trainers.items():
         trainer.resume_or_load(resume=False)  # MODEL.WEIGHTS, when given; a fresh optimizer
         trainer.model.train()
         mapper = build_mapper(trainer.cfg, True)
-        batch = int(cfg.SOLVER.IMS_PER_BATCH)
         streams[flush] = iter(TrainStream(trainer.records, mapper, batch, seed=0))
 
     def timed_steps(flush: bool, steps: int) -> List[float]:
         torch.set_flush_denormal(flush)
-        trainer, times = trainers[flush], []
-        for _ in range(steps):
-            data = next(streams[flush])
-            t0 = time.perf_counter()
-            trainer.run_step(trainer.model, data, trainer.start_iter)
-            times.append(time.perf_counter() - t0)
-        return times
+        return time_iters(trainers[flush], streams[flush], steps, sync=lambda: None)  # CPU
 
     for flush in trainers:
         timed_steps(flush, 1)  # warm-up: allocations and first-call costs
