@@ -126,7 +126,7 @@ def run_train_net(
     with ``env`` added to this process's environment; output captured as text. The script
     imports this checkout's ``sard`` (first on PYTHONPATH), not another installed copy."""
     path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **(env or {}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
     cmd = [sys.executable, "tools/train_net.py", "--engine", engine, *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -2,10 +2,10 @@
 """CPU training-step time with subnormal floats kept (IEEE) against flushed to zero.
 
 Both engines flush subnormal float32 values (|x| < 1.18e-38) to zero on CPU
-(``sard.engine.trainer.flush_subnormal_floats``). This tool measures what that buys for a
+(``sard.engine.subnormals.flush_subnormal_floats``). This tool measures what that buys for a
 given model and checkpoint: one trainer and data stream per mode, both from the same weights,
 timed in alternating rounds (median seconds per step of each), so the ratio is meaningful on
-a noisy machine.
+a noisy machine. It runs on one thread (see main).
 It also counts the subnormal values in the parameters, their gradients and the optimizer's
 state after the timed steps; where all three are 0 they live in the activations of the forward
 and backward passes (e.g. sigmoids and softmaxes of very negative logits), which are not kept.
@@ -41,12 +41,6 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", required=True, help="YAML of the run to time")
     p.add_argument("--iters", type=int_range(1), default=4, help="timed steps per round and mode")
     p.add_argument("--rounds", type=int_range(1), default=3, help="alternating rounds per mode")
-    p.add_argument(
-        "--threads",
-        type=int_range(1),
-        default=1,
-        help="torch CPU threads (1: robust on a shared machine; more oversubscribe a busy one)",
-    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
 
@@ -86,7 +80,9 @@ def main(argv: List[str] | None = None) -> None:
     from sard.engine.setup import setup_config
 
     args = argument_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    # One thread: the mode is switched per round, and a switch reaches the calling thread only
+    # (torch's worker threads keep the mode they were started with: sard.engine.subnormals).
+    torch.set_num_threads(1)
     # setup_config as train_net: checked keys, dataset paths registered, effective config.
     cfg = setup_config(args.config_file, list(args.opts) + ["SOLVER.LOG_PERIOD", "1000000"])
     if not cfg.DATASETS.TRAIN:
@@ -120,7 +116,7 @@ def main(argv: List[str] | None = None) -> None:
     weights = cfg.MODEL.WEIGHTS or "random initialisation"
     print(
         f"\n{args.config_file} from {weights}; {args.rounds} x {args.iters} steps per mode, "
-        f"{args.threads} thread(s)"
+        "one thread"
     )
     print(f"{'subnormals':<22}{'s/step':>10}")
     print(f"{'kept (IEEE)':<22}{k:>10.3f}")

@@ -57,8 +57,11 @@ def setup(args: argparse.Namespace):
 
 def main(args: argparse.Namespace):
     """One process's work: evaluate MODEL.WEIGHTS, or train. Returns the metrics."""
+    from sard.engine.subnormals import flush_subnormal_floats
     from sard.engine.trainer import Trainer, evaluate_weights
 
+    # Before any torch work, so every worker thread inherits it; the trainer checks and logs.
+    flush_subnormal_floats(check=False)
     cfg = setup(args)
     if args.eval_only:
         results = evaluate_weights(cfg)

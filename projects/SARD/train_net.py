@@ -27,6 +27,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from sard.engine.launch import launch_command_line  # noqa: E402
 from sard.engine.setup import setup_config  # noqa: E402
+from sard.engine.subnormals import flush_subnormal_floats  # noqa: E402
 from sard_project import add_sard_config  # noqa: E402,F401  (registers the meta-architecture)
 from sard_project.trainer import (  # noqa: E402
     SardDetectionCheckpointer,
@@ -50,6 +51,8 @@ def setup(args):
 
 
 def main(args):
+    # Before any torch work, so every worker thread inherits it; the trainer checks and logs.
+    flush_subnormal_floats(check=False)
     cfg = setup(args)
     if args.eval_only:
         model = build_inference_model(cfg)  # the student alone: evaluation never runs a teacher

@@ -13,7 +13,7 @@ set into the frozen config that the built-in trainer and the detectron2 Trainer 
   engines (``SOLVER.CLIP_GRADIENTS``, ``TEST.EVAL_PERIOD``, ``TEST.MAX_IMAGES``,
   ``SOLVER.LOG_PERIOD``); evaluation always maps images in the main process;
 * both engines make CPU arithmetic flush subnormal floats to zero
-  (``sard.engine.trainer.flush_subnormal_floats``: the same numbers, faster CPU steps).
+  (``sard.engine.subnormals.flush_subnormal_floats``: the same numbers, faster CPU steps).
 
 ``effective_settings(cfg)`` lists those settings as a plain dict, for logs and tests.
 The function is idempotent: applying it to its own output changes nothing.

@@ -35,6 +35,7 @@ from .solver import build_lr_scheduler, build_optimizer
 from .step import NonFiniteLossError, Precision, TrainingDiverged, forward_backward
 from .step import nonfinite_loss_message
 from .step import optimizer_step
+from .subnormals import flush_subnormal_floats
 
 logger = logging.getLogger(__name__)
 
@@ -249,22 +250,6 @@ def training_seed(cfg: CfgNode) -> int:
         seed = comm.all_gather(seed)[0]
     logger.info("SEED < 0: using seed %d", seed)
     return seed
-
-
-def flush_subnormal_floats() -> bool:
-    """Make this process's CPU arithmetic treat subnormal float32 values (|x| < 1.18e-38) as 0
-    (``torch.set_flush_denormal(True)``); returns False where the CPU cannot (no SSE3).
-
-    Why: subnormal operands take a slow path in x86 floating-point units. Once a tiny SAM has
-    trained a few hundred iterations on CPU, its training step is 1.5-1.6x slower with them
-    (``tools/bench_subnormals.py``: 2.09 s against 1.30 s per step from the same checkpoint;
-    the same loss to four digits). Values that small carry no signal in training. Both engines
-    call this once; it changes nothing on a GPU.
-    """
-    flushed = bool(torch.set_flush_denormal(True))
-    if flushed:
-        logger.info("CPU arithmetic flushes subnormal floats to zero (torch.set_flush_denormal)")
-    return flushed
 
 
 def seed_all(seed: int) -> None:

@@ -130,14 +130,16 @@ def test_clipping_off_leaves_gradients_alone():
     assert all(torch.all(p.grad == 10.0) for p in model.parameters())
 
 
-def _run_engine(engine, tiny_synth, out, *opts):
-    """Two training iterations and evaluation through tools/train_net.py; returns metrics."""
+def _run_engine(engine, tiny_synth, out, *opts, env=None):
+    """Two training iterations and evaluation through tools/train_net.py (one thread unless
+    ``env`` says otherwise); returns metrics."""
     res = run_train_net(
         *("--config-file", TINY_SAM, *opts, *tiny_synth_opts(tiny_synth, out)),
         *("SOLVER.MAX_EPOCHS", "1"),  # 4 images / batch 2 = 2 iterations, whatever MAX_ITER says
         *("SOLVER.MAX_ITER", "999", "SOLVER.WARMUP_ITERS", "2"),
         *("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.01", "TEST.MAX_IMAGES", "1", "SEED", "5"),
         engine=engine,
+        env=env,
     )
     assert res.returncode == 0, res.stderr[-4000:]
     lines = [json.loads(x) for x in open(out / "metrics.json")]
@@ -146,7 +148,8 @@ def _run_engine(engine, tiny_synth, out, *opts):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_engine_honours_epochs_lr_log_period_eval_limit_and_logs(engine, tiny_synth, tmp_path):
-    res, lines = _run_engine(engine, tiny_synth, tmp_path / engine)
+    # Two threads: the subnormal flush must reach torch's worker thread too (see the log below).
+    res, lines = _run_engine(engine, tiny_synth, tmp_path / engine, env={"OMP_NUM_THREADS": "2"})
     losses = [x for x in lines if "total_loss" in x]
     # MAX_EPOCHS wins over MAX_ITER: 2 iterations, logged every iteration (LOG_PERIOD 1).
     assert [x["iteration"] for x in losses] == [0, 1]
@@ -161,7 +164,7 @@ def test_engine_honours_epochs_lr_log_period_eval_limit_and_logs(engine, tiny_sy
     assert "training contract: 2 iterations (1 epochs x 4 images / batch 2)" in log
     assert "gradient clipping full_model at 0.01" in log
     if cpu_can_flush_subnormals():
-        assert "CPU arithmetic flushes subnormal floats to zero" in log
+        assert "flushes subnormal floats to zero (torch.set_flush_denormal; checked on all 2" in log
     # TEST.MAX_IMAGES 1: the instances of the first validation image only are evaluated.
     from sard.data import load_coco_instances
 

@@ -13,7 +13,6 @@ from sard.config import get_cfg
 from sard.engine.checkpoint import AtomicCheckpointer, rng_state, set_rng_state
 from sard.engine.data import TrainStream, global_indices
 from sard.engine.solver import build_lr_scheduler, build_optimizer, lr_multiplier
-from testkit import cpu_can_flush_subnormals
 
 
 def test_global_indices_visit_each_record_once_per_epoch():
@@ -138,18 +137,3 @@ def test_optimizer_skips_frozen_parameters_and_decays_only_matrices():
     assert decays == {cfg.SOLVER.WEIGHT_DECAY, 0.0}
     sched = build_lr_scheduler(cfg, opt)
     assert sched.get_last_lr()[0] == pytest.approx(cfg.SOLVER.BASE_LR * cfg.SOLVER.WARMUP_FACTOR)
-
-
-def test_flush_subnormal_floats_zeroes_subnormal_operands():
-    from sard.engine.trainer import flush_subnormal_floats
-
-    if not cpu_can_flush_subnormals():
-        pytest.skip("this CPU cannot flush subnormal floats")
-    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
-    assert (tiny * 1.0).item() != 0.0  # IEEE arithmetic keeps it
-    try:
-        assert flush_subnormal_floats() is True
-        assert (tiny * 1.0).item() == 0.0
-        assert (torch.tensor([1e-30]) * 1.0).item() == pytest.approx(1e-30)  # normal: kept
-    finally:
-        torch.set_flush_denormal(False)

@@ -188,6 +188,7 @@ def test_bench_subnormals(tiny_synth, tmp_path):
         *tiny_synth_opts(tiny_synth, tmp_path),
     )
     assert "kept / flushed:" in out and "from random initialisation" in out
+    assert "steps per mode, one thread" in out  # a mode switch reaches the calling thread only
     for where in ("parameters", "gradients", "optimizer state"):
         assert where in out
 

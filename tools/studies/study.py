@@ -314,6 +314,10 @@ def start_study_process(threads: int) -> None:
     import logging
     import warnings
 
+    from sard.engine.subnormals import flush_subnormal_floats
+
+    # Before any torch work, so every worker thread inherits it; the trainer checks and logs.
+    flush_subnormal_floats(check=False)
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message=".*random")
     logging.getLogger("sard").setLevel(logging.WARNING)

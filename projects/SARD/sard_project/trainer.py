@@ -43,7 +43,8 @@ from sard.engine.step import (
     nonfinite_loss_message,
     optimizer_step,
 )
-from sard.engine.trainer import flush_subnormal_floats, resolve_device, seed_all, training_seed
+from sard.engine.subnormals import flush_subnormal_floats
+from sard.engine.trainer import resolve_device, seed_all, training_seed
 
 logger = logging.getLogger("sard.projects")
 
