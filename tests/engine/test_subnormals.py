@@ -44,6 +44,7 @@ def _probe(order: str) -> subprocess.CompletedProcess:
 def test_flush_subnormal_floats_zeroes_subnormal_operands():
     from sard.engine.subnormals import flush_subnormal_floats
 
+    torch.set_flush_denormal(False)  # an in-process trainer of an earlier test may have set it
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
     assert (tiny * 1.0).item() != 0.0  # IEEE arithmetic keeps it
     try:
@@ -78,7 +79,9 @@ def test_flush_after_threads_started_is_partial_and_says_how_to_fix():
 def test_first_call_of_a_process_sets_the_flag_without_logging(caplog):
     from sard.engine.subnormals import flush_subnormal_floats
 
+    torch.set_flush_denormal(False)
     tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert (tiny * 1.0).item() != 0.0
     try:
         with caplog.at_level("DEBUG", logger="sard"):
             assert flush_subnormal_floats(check=False) is True
