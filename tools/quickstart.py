@@ -251,7 +251,10 @@ def train_stage(args, key: str, spec: RunSpec, out: Path, background=None):
         record, trainer, done = background.result(), None, "trained in the second process"
     else:
         record, trainer = train_run(args.config_file, spec, str(out / key), key)
-        done = "trained" if trainer is not None else "already done, skipped"
+        if trainer is None:
+            done = "already done, skipped"
+        else:  # a given teacher is evaluated only (0 iterations)
+            done = "trained" if spec.schedule.iters else "loaded and evaluated"
     m = record["metrics"]
     print(
         f"      {done}: test mIoU {m['mIoU']:.1f}, bIoU {m['bIoU']:.1f} "

@@ -1,0 +1,57 @@
+"""Every file under weights/ is the one weights/manifest.json describes (size, SHA-256), and a
+shipped teacher, evaluated as its manifest says, gives the scores recorded there."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from testkit import REPO
+
+WEIGHTS = os.path.join(REPO, "weights")
+with open(os.path.join(WEIGHTS, "manifest.json"), encoding="utf-8") as _f:
+    MANIFEST = json.load(_f)
+LIMIT_BYTES = 25_000_000  # the project's rule for weights it ships
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_shipped_file_is_the_one_its_manifest_names(name):
+    entry, path = MANIFEST[name], os.path.join(WEIGHTS, name)
+    size = os.path.getsize(path)
+    assert size == entry["bytes"] and size <= LIMIT_BYTES
+    with open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
+    for key in ("train", "ship", "evaluate", "scores"):
+        assert entry[key], (name, key)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_shipped_teacher_gives_its_recorded_scores(name, load_script, tmp_path, capsys):
+    entry = MANIFEST[name]
+    quickstart = load_script("tools/quickstart.py")
+    argv = [*entry["evaluate"], "--teacher-weights", os.path.join(WEIGHTS, name)]
+    payload = quickstart.main([*argv, "--out", str(tmp_path / "eval")])
+    teacher = payload["runs"]["teacher"]
+    assert teacher["iterations"] == 0  # loaded and evaluated, not trained
+    assert "loaded and evaluated: test mIoU" in capsys.readouterr().out
+    for metric, value in entry["scores"].items():
+        assert teacher["metrics"][metric] == pytest.approx(value, abs=0.05), metric
+
+
+def test_weights_readme_command_is_the_one_tested():
+    """weights/README.md's command is the manifest's evaluation, which the test above runs."""
+    import re
+    import shlex
+
+    with open(os.path.join(WEIGHTS, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), flags=re.S)
+    commands = [shlex.split(b.replace("\\\n", " ")) for b in blocks]
+    assert len(commands) == len(MANIFEST)
+    for command, (name, entry) in zip(commands, sorted(MANIFEST.items())):
+        assert command[:2] == ["python", "tools/quickstart.py"]
+        out = command.index("--out")
+        given = command[2:out] + command[out + 2 :]
+        assert given == [*entry["evaluate"], "--teacher-weights", f"weights/{name}"]
