@@ -182,8 +182,11 @@ def teacher_member(args: argparse.Namespace) -> Member:
 
 
 def student_member(args: argparse.Namespace) -> Member:
-    """The student: --student-family at --student-size with --student-patch."""
-    return flags.member(args.student_family, args.student_size, args.student_patch)
+    """The student: --student-family at --student-size with --student-patch and
+    --student-decoder-dim."""
+    return flags.member(
+        args.student_family, args.student_size, args.student_patch, (), args.student_decoder_dim
+    )
 
 
 def teacher_weights(args: argparse.Namespace, out: Path) -> str:

@@ -14,6 +14,12 @@ batches give exactly the logits of the official predictor.
 Memory: the two-way transformer updates the image tokens per prompt, so the image embedding is
 repeated once per prompt (P = B*Q copies of (256, h, w), as SAM itself does). ``chunk_size``
 bounds how many prompts are decoded at once; it saves memory when no graph is kept (teachers).
+
+Cost: with small encoders and fine grids the per-prompt decoder dominates (at 128 px, patch 4 and
+64 prompts per batch the decoder is about 97 % of a training step), so a student is only small
+when its decoder is: ``decoder_dim`` (default SAM's 256) sets the width of the neck output, the
+prompt encoder and the two-way transformer, whose MLP (8 x width) and upscaling channels
+(width / 4, width / 8) scale with it as in SAM's own layout.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ SAM_SIZES: Dict[str, Dict] = {
     "vit_h": dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
     "vit_l": dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
-    # CPU tests and small experiments; the decoder keeps SAM's 256-channel layout.
+    # CPU tests and small experiments; the decoder keeps SAM's 256-channel layout unless
+    # ``decoder_dim`` says otherwise.
     "tiny": dict(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=4),
 }
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -77,12 +84,12 @@ def resize_mask_logits(
 
 
 class SamModel(nn.Module):
-    """Trainable SAM: ``extract_features`` -> {"image_embedding": (B, 256, S/p, S/p)},
+    """Trainable SAM: ``extract_features`` -> {"image_embedding": (B, D, S/p, S/p)} (D =
+    ``decoder_dim``, 256 in every official size),
     ``predict_masks`` -> mask logits (B, Q, M, 4S/p, 4S/p) and IoU (B, Q, M), M = 3 or 1."""
 
     family = "sam"
     resize_mode = "longest_pad"
-    tap_channels = {"image_embedding": PROMPT_DIM}
 
     def __init__(
         self,
@@ -94,9 +101,12 @@ class SamModel(nn.Module):
         global_attn_indexes: Sequence[int],
         patch_size: int = 16,
         window_size: int = 14,
+        decoder_dim: int = PROMPT_DIM,
     ) -> None:
-        """Sizes: ``SAM_SIZES`` (``build_sam``), the one home of each; patch 16 and window 14 are
-        every official size's."""
+        """Sizes: ``SAM_SIZES`` (``build_sam``), the one home of each; patch 16, window 14 and
+        decoder width 256 are every official size's. ``decoder_dim`` (a multiple of 16: 8 heads
+        on half-width attention) narrows the neck, prompt encoder and mask decoder for students
+        whose cost must not be the decoder's."""
         # Imported here: `import segment_anything` pulls in torchvision (seconds of import time).
         from segment_anything.modeling import (
             ImageEncoderViT,
@@ -111,6 +121,12 @@ class SamModel(nn.Module):
                 f"SAM image_size {image_size} must be a multiple of patch_size {patch_size}, "
                 "which must be a multiple of 4"
             )
+        if decoder_dim <= 0 or decoder_dim % 16:
+            raise ValueError(
+                f"SAM decoder_dim must be a positive multiple of 16 (8 attention heads on "
+                f"decoder_dim / 2 channels), got {decoder_dim}"
+            )
+        self.tap_channels = {"image_embedding": int(decoder_dim)}
         self.image_size = image_size
         self.patch_size = patch_size
         self.mask_downsample = patch_size // 4  # the decoder upsamples the grid 4x
@@ -122,7 +138,7 @@ class SamModel(nn.Module):
             depth=depth,
             num_heads=num_heads,
             mlp_ratio=4,
-            out_chans=PROMPT_DIM,
+            out_chans=decoder_dim,
             qkv_bias=True,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
             use_rel_pos=True,
@@ -130,7 +146,7 @@ class SamModel(nn.Module):
             window_size=window_size,
         )
         self.prompt_encoder = PromptEncoder(
-            embed_dim=PROMPT_DIM,
+            embed_dim=decoder_dim,
             image_embedding_size=(grid, grid),
             input_image_size=(image_size, image_size),
             mask_in_chans=16,
@@ -138,11 +154,11 @@ class SamModel(nn.Module):
         self.mask_decoder = MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(
-                depth=2, embedding_dim=PROMPT_DIM, mlp_dim=2048, num_heads=8
+                depth=2, embedding_dim=decoder_dim, mlp_dim=8 * decoder_dim, num_heads=8
             ),
-            transformer_dim=PROMPT_DIM,
+            transformer_dim=decoder_dim,
             iou_head_depth=3,
-            iou_head_hidden_dim=256,
+            iou_head_hidden_dim=decoder_dim,
         )
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), False)
@@ -172,7 +188,8 @@ class SamModel(nn.Module):
     def extract_features(
         self, images: torch.Tensor, valid_hw: Optional[Sequence[Sequence[int]]] = None
     ) -> Dict[str, torch.Tensor]:
-        """Images (B, 3, H, W) 0-255 -> {"image_embedding": (B, 256, S/p, S/p)} (the tap)."""
+        """Images (B, 3, H, W) 0-255 -> {"image_embedding": (B, D, S/p, S/p)} (the tap), D the
+        decoder width (256 for every official size)."""
         return {"image_embedding": self.image_encoder(self.preprocess(images, valid_hw))}
 
     def embed_points(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -276,7 +293,7 @@ def build_sam(
     **overrides,
 ) -> SamModel:
     """SAM of ``size`` (vit_h, vit_l, vit_b, tiny) at ``image_size``; ``overrides`` replace
-    embed_dim, depth, num_heads, patch_size, global_attn_indexes, window_size. ``weights``: a
+    embed_dim, depth, num_heads, patch_size, global_attn_indexes, window_size, decoder_dim. ``weights``: a
     local checkpoint (pos_embed and global rel-pos tables are resized to image_size on load);
     "" keeps the random initialisation with a warning, None silently (the caller loads)."""
     if size not in SAM_SIZES:
@@ -288,6 +305,7 @@ def build_sam(
         "patch_size",
         "global_attn_indexes",
         "window_size",
+        "decoder_dim",
     }
     unknown = set(overrides) - allowed
     if unknown:

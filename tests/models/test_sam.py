@@ -143,3 +143,28 @@ def test_vit_h_size_and_overrides():
         build_model("sam", size="tiny", image_size=S, embed=3)
     with pytest.raises(KeyError, match="unknown SAM size"):
         build_model("sam", size="vit_x")
+
+
+def test_decoder_dim_narrows_neck_prompts_and_decoder():
+    """A student's cost on fine grids is its per-prompt decoder: decoder_dim narrows it, and the
+    tap follows so distillation heads see the student's real width."""
+    torch.manual_seed(0)
+    narrow = build_model("sam", size="tiny", image_size=S, patch_size=8, decoder_dim=64)
+    wide = build_model("sam", size="tiny", image_size=S, patch_size=8)
+    assert narrow.tap_channels == {"image_embedding": 64}
+    feats = narrow.extract_features(_images())
+    assert feats["image_embedding"].shape == (2, 64, S // 8, S // 8)
+    pts, lab = torch.rand(2, 5, 2, 2) * 40, torch.tensor([2, 3]).expand(2, 5, 2)
+    out = narrow.predict_masks(feats, Prompts(pts, lab))
+    assert out.mask_logits.shape == (2, 5, 3, S // 2, S // 2)
+    out.mask_logits.sum().backward()
+    assert narrow.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+
+    def params(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert params(narrow) < params(wide) / 5  # the decoder was most of the tiny model
+    assert params(narrow.image_encoder.blocks) == params(wide.image_encoder.blocks)
+    for bad in (0, 40):
+        with pytest.raises(ValueError, match="decoder_dim must be a positive multiple of 16"):
+            build_model("sam", size="tiny", image_size=S, decoder_dim=bad)

@@ -147,6 +147,7 @@ def test_compare_methods_argument_errors(compare, tmp_path):
     args = compare.parse_args(
         ["--dataset", "synth", "--out", "x", "--teacher-family", "sam", "--teacher-patch", "8"]
         + ["--student-family", "sam", "--student-patch", "8", "--scale-jitter", "0.8", "1.25"]
+        + ["--student-decoder-dim", "64"]
     )
     from studies.comparison import make_spec, teacher_spec
 
@@ -154,10 +155,18 @@ def test_compare_methods_argument_errors(compare, tmp_path):
     opts = dict(zip(*[iter(make_spec(args, "sard", 0, ["a", "b"], "t.pth").opts())] * 2))
     assert opts["MODEL.STUDENT.ARCH.PATCH_SIZE"] == "8" and opts["MODEL.STUDENT.FAMILY"] == "sam"
     assert opts["MODEL.TEACHER.ARCH.PATCH_SIZE"] == "8"
+    assert opts["MODEL.STUDENT.ARCH.DECODER_DIM"] == "64"  # the student only
+    assert "MODEL.TEACHER.ARCH.DECODER_DIM" not in opts
     assert opts["INPUT.SCALE_JITTER"] == "(0.8, 1.25)"
     assert dict(zip(*[iter(teacher_spec(args, ["a", "b"]).opts())] * 2))["INPUT.SCALE_JITTER"]
-    with pytest.raises(SystemExit):  # EfficientSAM's patch is fixed
-        compare.parse_args(["--dataset", "synth", "--out", "x", "--student-patch", "8"])
+    for fixed in (["--student-patch", "8"], ["--student-decoder-dim", "64"]):
+        with pytest.raises(SystemExit):  # EfficientSAM's patch and decoder width are fixed
+            compare.parse_args(["--dataset", "synth", "--out", "x", *fixed])
+    with pytest.raises(SystemExit):  # 8 heads on half the width
+        compare.parse_args(
+            ["--dataset", "synth", "--out", "x", "--student-family", "sam"]
+            + ["--student-decoder-dim", "40"]
+        )
     # A COCO dataset: all four flags, files that exist, not together with --dataset.
     coco = tmp_path / "a.json"
     coco.write_text("{}")

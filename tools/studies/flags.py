@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from .study import Member, widened_member, with_patch_size
+from .study import Member, widened_member, with_decoder_dim, with_patch_size
 
 FAMILIES = ("efficient_sam", "sam")
 TASK_LOSSES = ("dice_bce", "focal_dice")
@@ -71,14 +71,21 @@ def add_regime_flags(
 
 
 def add_patch_flags(p: argparse.ArgumentParser) -> None:
-    """--teacher-patch, --student-family and --student-patch (--student-size is the tool's: its
-    default differs)."""
+    """--teacher-patch, --student-family, --student-patch and --student-decoder-dim
+    (--student-size is the tool's: its default differs)."""
     p.add_argument(
         "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
     )
     p.add_argument("--student-family", default="efficient_sam", choices=FAMILIES)
     p.add_argument(
         "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
+    )
+    p.add_argument(
+        "--student-decoder-dim",
+        type=int,
+        default=256,
+        help="student neck/prompt/decoder width (sam family; 256 = SAM's): the per-prompt decoder "
+        "is most of a step on fine grids, so a small student needs a narrow one (e.g. 64)",
     )
 
 
@@ -95,13 +102,18 @@ def regime_of(args: argparse.Namespace) -> RegimeFlags:
 
 
 def check_patches(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--teacher-patch and --student-patch valid for their families (a parser error if not)."""
+    """--teacher-patch, --student-patch and --student-decoder-dim valid for their families (a
+    parser error if not)."""
     for role in ("teacher", "student"):
         family, patch = getattr(args, f"{role}_family"), getattr(args, f"{role}_patch")
         try:
             with_patch_size(Member(family, "tiny"), patch)
         except ValueError as err:
             p.error(f"--{role}-patch: {err}")
+    try:
+        with_decoder_dim(Member(args.student_family, "tiny"), args.student_decoder_dim)
+    except ValueError as err:
+        p.error(f"--student-decoder-dim: {err}")
 
 
 def check_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]):
@@ -120,8 +132,14 @@ def check_files(p: argparse.ArgumentParser, args: argparse.Namespace, names: Seq
             p.error(f"--{name.replace('_', '-')} {path!r} does not exist")
 
 
-def member(family: str, size: str, patch: int = 16, widen: Tuple[int, int, int] = ()) -> Member:
+def member(
+    family: str,
+    size: str,
+    patch: int = 16,
+    widen: Tuple[int, int, int] = (),
+    decoder_dim: int = 256,
+) -> Member:
     """``family:size``, widened to ``widen`` = (embed_dim, depth, heads) when given (the CPU-scale
-    teachers), with its encoder's patch size."""
+    teachers), with its encoder's patch size and its decoder width."""
     base = widened_member(family, size, *widen) if widen else Member(family, size)
-    return with_patch_size(base, patch)
+    return with_decoder_dim(with_patch_size(base, patch), decoder_dim)

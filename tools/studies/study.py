@@ -80,6 +80,7 @@ def widened_member(family: str, size: str, embed_dim: int, depth: int, heads: in
 # it (segment_anything's SAM takes any multiple of 4; EfficientSAM's released layout is 16).
 DEFAULT_PATCH = 16
 PATCH_OVERRIDABLE = {"sam": True, "efficient_sam": False}
+DEFAULT_DECODER_DIM = 256  # SAM's and EfficientSAM's prompt/decoder width
 
 
 def with_patch_size(member: Member, patch_size: int) -> Member:
@@ -95,6 +96,22 @@ def with_patch_size(member: Member, patch_size: int) -> Member:
     if patch_size <= 0 or patch_size % 4:
         raise ValueError(f"patch size must be a positive multiple of 4, got {patch_size}")
     return Member(member.family, member.size, member.arch + (("patch_size", patch_size),))
+
+
+def with_decoder_dim(member: Member, decoder_dim: int) -> Member:
+    """``member`` with its neck, prompt encoder and mask decoder ``decoder_dim`` wide (SAM family;
+    256, SAM's own width, leaves the member unchanged). The per-prompt decoder is most of a
+    step's cost on fine grids, so this is what makes a student small next to its teacher."""
+    if decoder_dim == DEFAULT_DECODER_DIM:
+        return member
+    if member.family != "sam":
+        raise ValueError(
+            f"{member.family} has a fixed decoder width of {DEFAULT_DECODER_DIM}; use the sam "
+            "family for another width"
+        )
+    if decoder_dim <= 0 or decoder_dim % 16:
+        raise ValueError(f"decoder width must be a positive multiple of 16, got {decoder_dim}")
+    return Member(member.family, member.size, member.arch + (("decoder_dim", decoder_dim),))
 
 
 @dataclass(frozen=True)
