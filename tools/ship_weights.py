@@ -84,8 +84,11 @@ def main(argv=None) -> int:
     )
     print(f"sha256 {shipped['sha256']}")
     if mb > args.limit_mb:
+        # Removed, not left beside the weights: a file on disk invites a commit over the limit.
+        os.remove(shipped["file"])
         print(
-            f"error: {mb:.1f} MB is over the {args.limit_mb:g} MB limit for shipped weights",
+            f"error: {mb:.1f} MB is over the {args.limit_mb:g} MB limit for shipped weights; "
+            f"{shipped['file']} removed (a smaller model, or --limit-mb for a file not shipped)",
             file=sys.stderr,
         )
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 import torch
@@ -50,6 +51,7 @@ def test_refuses_a_file_over_the_limit(tool, tmp_path, capsys):
     out = str(tmp_path / "big.safetensors")
     assert tool.main([str(tmp_path / "big.pth"), "--out", out, "--limit-mb", "0.5"]) == 1
     assert "over the 0.5 MB limit" in capsys.readouterr().err
+    assert not os.path.exists(out)  # nothing over the limit is left to commit by mistake
 
 
 def test_bad_input_is_one_line(tool, tmp_path, capsys):
