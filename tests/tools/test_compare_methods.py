@@ -216,3 +216,23 @@ def test_any_coco_dataset_tiled_with_a_transfer_set(compare, tmp_path):
     with pytest.raises(ValueError, match="other data"):
         compare.main(["--out", str(out), *custom[:4], "--test-json", str(other / "test.json"),
                       "--test-images", str(other / "test"), *flags])  # fmt: skip
+
+
+def test_arch_overrides_of_a_member(compare):
+    """Patch size and decoder width: official values add nothing, other values become
+    MODEL.<ROLE>.ARCH keys, EfficientSAM's fixed layout and bad steps are refused by name."""
+    from studies.study import Member, with_arch
+
+    sam = Member("sam", "tiny")
+    assert with_arch(sam, "decoder_dim", 256) == sam and with_arch(sam, "patch_size", 16) == sam
+    narrow = with_arch(with_arch(sam, "patch_size", 4), "decoder_dim", 64)
+    opts = dict(zip(*[iter(narrow.opts("STUDENT"))] * 2))
+    assert opts["MODEL.STUDENT.ARCH.PATCH_SIZE"] == "4"
+    assert opts["MODEL.STUDENT.ARCH.DECODER_DIM"] == "64"
+    assert narrow.describe() == "sam:tiny (patch_size=4, decoder_dim=64)"
+    with pytest.raises(ValueError, match="efficient_sam has a fixed decoder width of 256"):
+        with_arch(Member("efficient_sam", "tiny"), "decoder_dim", 64)
+    with pytest.raises(ValueError, match="patch size must be a positive multiple of 4, got 6"):
+        with_arch(sam, "patch_size", 6)
+    with pytest.raises(ValueError, match="decoder width must be a positive multiple of 16"):
+        with_arch(sam, "decoder_dim", -16)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from .study import Member, widened_member, with_decoder_dim, with_patch_size
+from .study import Member, widened_member, with_arch
 
 FAMILIES = ("efficient_sam", "sam")
 TASK_LOSSES = ("dice_bce", "focal_dice")
@@ -104,16 +104,15 @@ def regime_of(args: argparse.Namespace) -> RegimeFlags:
 def check_patches(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--teacher-patch, --student-patch and --student-decoder-dim valid for their families (a
     parser error if not)."""
-    for role in ("teacher", "student"):
-        family, patch = getattr(args, f"{role}_family"), getattr(args, f"{role}_patch")
+    for flag, family, key in (
+        ("teacher_patch", args.teacher_family, "patch_size"),
+        ("student_patch", args.student_family, "patch_size"),
+        ("student_decoder_dim", args.student_family, "decoder_dim"),
+    ):
         try:
-            with_patch_size(Member(family, "tiny"), patch)
+            with_arch(Member(family, "tiny"), key, getattr(args, flag))
         except ValueError as err:
-            p.error(f"--{role}-patch: {err}")
-    try:
-        with_decoder_dim(Member(args.student_family, "tiny"), args.student_decoder_dim)
-    except ValueError as err:
-        p.error(f"--student-decoder-dim: {err}")
+            p.error(f"--{flag.replace('_', '-')}: {err}")
 
 
 def check_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]):
@@ -142,4 +141,4 @@ def member(
     """``family:size``, widened to ``widen`` = (embed_dim, depth, heads) when given (the CPU-scale
     teachers), with its encoder's patch size and its decoder width."""
     base = widened_member(family, size, *widen) if widen else Member(family, size)
-    return with_decoder_dim(with_patch_size(base, patch), decoder_dim)
+    return with_arch(with_arch(base, "patch_size", patch), "decoder_dim", decoder_dim)

@@ -76,42 +76,44 @@ def widened_member(family: str, size: str, embed_dim: int, depth: int, heads: in
     return Member(family, size, tuple(arch))
 
 
-# The encoder's patch size of each promptable family, and whether an ARCH override can change
-# it (segment_anything's SAM takes any multiple of 4; EfficientSAM's released layout is 16).
-DEFAULT_PATCH = 16
-PATCH_OVERRIDABLE = {"sam": True, "efficient_sam": False}
-DEFAULT_DECODER_DIM = 256  # SAM's and EfficientSAM's prompt/decoder width
+# Architecture overrides a study may set on a member (MODEL.*.ARCH), each with its official
+# value, the multiple it must be and why. segment_anything's SAM takes any of them; EfficientSAM's
+# released layout is fixed (patch 16, decoder width 256).
+@dataclass(frozen=True)
+class ArchOverride:
+    default: int
+    multiple_of: int
+    what: str
+    fixed_hint: str = ""
 
 
-def with_patch_size(member: Member, patch_size: int) -> Member:
-    """``member`` with its image encoder's patch size set (feature grid = input / patch; the
-    mask decoder draws logits at 4x that grid). 16 leaves the member unchanged."""
-    if patch_size == DEFAULT_PATCH:
+ARCH_OVERRIDES: Dict[str, ArchOverride] = {
+    # feature grid = input / patch; the mask decoder draws logits at 4x that grid
+    "patch_size": ArchOverride(16, 4, "patch size", ", or a larger input size for a finer grid"),
+    # neck, prompt encoder and per-prompt decoder width: most of a step's cost on fine grids,
+    # so this is what makes a student small next to its teacher
+    "decoder_dim": ArchOverride(256, 16, "decoder width"),
+}
+ARCH_OVERRIDABLE_FAMILIES = ("sam",)
+
+
+def with_arch(member: Member, key: str, value: int) -> Member:
+    """``member`` with ``ARCH_OVERRIDES[key]`` set to ``value``; the official value leaves the
+    member unchanged. ValueError for a family whose layout is fixed or a value that is not a
+    positive multiple of the key's step."""
+    spec = ARCH_OVERRIDES[key]
+    if value == spec.default:
         return member
-    if not PATCH_OVERRIDABLE.get(member.family, False):
+    if member.family not in ARCH_OVERRIDABLE_FAMILIES:
         raise ValueError(
-            f"{member.family} has a fixed patch size of {DEFAULT_PATCH}; use the sam family "
-            "for another patch size, or a larger input size for a finer grid"
+            f"{member.family} has a fixed {spec.what} of {spec.default}; use the sam family for "
+            f"another {spec.what}{spec.fixed_hint}"
         )
-    if patch_size <= 0 or patch_size % 4:
-        raise ValueError(f"patch size must be a positive multiple of 4, got {patch_size}")
-    return Member(member.family, member.size, member.arch + (("patch_size", patch_size),))
-
-
-def with_decoder_dim(member: Member, decoder_dim: int) -> Member:
-    """``member`` with its neck, prompt encoder and mask decoder ``decoder_dim`` wide (SAM family;
-    256, SAM's own width, leaves the member unchanged). The per-prompt decoder is most of a
-    step's cost on fine grids, so this is what makes a student small next to its teacher."""
-    if decoder_dim == DEFAULT_DECODER_DIM:
-        return member
-    if member.family != "sam":
+    if value <= 0 or value % spec.multiple_of:
         raise ValueError(
-            f"{member.family} has a fixed decoder width of {DEFAULT_DECODER_DIM}; use the sam "
-            "family for another width"
+            f"{spec.what} must be a positive multiple of {spec.multiple_of}, got {value}"
         )
-    if decoder_dim <= 0 or decoder_dim % 16:
-        raise ValueError(f"decoder width must be a positive multiple of 16, got {decoder_dim}")
-    return Member(member.family, member.size, member.arch + (("decoder_dim", decoder_dim),))
+    return Member(member.family, member.size, member.arch + ((key, value),))
 
 
 @dataclass(frozen=True)
