@@ -119,6 +119,10 @@ def main(argv=None) -> None:
 
     from sard.engine.builders import build_mapper
     from sard.engine.data import TrainStream
+    from sard.engine.subnormals import flush_subnormal_floats
+
+    # Before any torch work, so every worker thread inherits it (the Trainer checks).
+    flush_subnormal_floats(check=False)
 
     args = parse_args(argv)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)

@@ -257,6 +257,10 @@ def write_report(path: str, args, steps: List[Dict], paper: Dict) -> str:
 
 
 def main(argv=None) -> int:
+    from sard.engine.subnormals import flush_subnormal_floats
+
+    # Before any torch work, so every worker thread inherits it (the Trainer checks).
+    flush_subnormal_floats(check=False)
     args = parse_args(argv)
     if args.device.startswith("cuda"):
         import torch

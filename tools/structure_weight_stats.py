@@ -28,11 +28,9 @@ import argparse
 import json
 import math
 import os
-import sys
-from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from studies import preamble  # noqa: F401  (checkout on sys.path, flush: see its docstring)
 
 # (label, beta_e, beta_c, beta_d): SARD's default and the ablations of tools/compare_methods.py.
 VARIANTS = [

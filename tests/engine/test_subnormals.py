@@ -89,3 +89,24 @@ def test_first_call_of_a_process_sets_the_flag_without_logging(caplog):
         assert caplog.records == []  # logging may not be configured yet: nothing is emitted
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_study_tools_flush_every_thread_before_torch_work():
+    """The study tools build trainers in their own process (evaluation, W statistics): their
+    preamble flushes first, so torch's worker threads start flushed."""
+    code = (
+        "import sys; sys.path.insert(0, 'tools'); import torch; torch.set_num_threads(2)\n"
+        "from studies import preamble\n"
+        "torch.ones(1 << 22).sum()  # starts the worker thread, after the preamble\n"
+        "from sard.engine.subnormals import unflushed_share\n"
+        "print('share', unflushed_share())"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "share 0.0" in res.stdout
+    for tool in ("quickstart", "compare_methods", "label_free_study", "structure_weight_stats"):
+        with open(os.path.join(REPO, "tools", f"{tool}.py"), encoding="utf-8") as f:
+            assert "from studies import preamble" in f.read(), tool
