@@ -293,9 +293,10 @@ def build_sam(
     **overrides,
 ) -> SamModel:
     """SAM of ``size`` (vit_h, vit_l, vit_b, tiny) at ``image_size``; ``overrides`` replace
-    embed_dim, depth, num_heads, patch_size, global_attn_indexes, window_size, decoder_dim. ``weights``: a
-    local checkpoint (pos_embed and global rel-pos tables are resized to image_size on load);
-    "" keeps the random initialisation with a warning, None silently (the caller loads)."""
+    embed_dim, depth, num_heads, patch_size, global_attn_indexes, window_size, decoder_dim.
+    ``weights``: a local checkpoint (pos_embed and global rel-pos tables are resized to
+    image_size on load); "" keeps the random initialisation with a warning, None silently (the
+    caller loads)."""
     if size not in SAM_SIZES:
         raise KeyError(f"unknown SAM size {size!r}; choose one of {sorted(SAM_SIZES)}")
     allowed = {
