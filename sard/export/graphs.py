@@ -4,7 +4,8 @@ flow that depends on tensor values or on the batch / prompt counts.
 Promptable students (SAM, EfficientSAM) become two graphs, as SAM's own ONNX deployment does:
 
 * ``image_encoder``: ``images`` (B, 3, S, S) float32 0-255 RGB, already resized (and, for SAM,
-  zero-padded bottom/right) as the data mapper does -> ``image_embedding`` (B, 256, S/16, S/16).
+  zero-padded bottom/right) as the data mapper does -> ``image_embedding`` (B, D, S/p, S/p),
+  D the decoder width and p the patch (256 and 16 in the official sizes).
   Normalisation (mean/std) happens inside the graph, exactly as ``extract_features``.
 * ``mask_decoder``: ``image_embedding``, ``points`` (B, Q, N, 2) float32 xy in model-input pixels,
   ``labels`` (B, Q, N) int64 (-1 pad, 0 bg, 1 fg, 2/3 box corners) -> ``mask_logits``
@@ -203,7 +204,10 @@ def promptable_specs(student: nn.Module, seed: int = 0) -> List[GraphSpec]:
     """
     g = torch.Generator().manual_seed(seed)
     s = int(student.image_size)
-    grid = s // 16
+    # Logits are 4x the feature grid; both come from the student (patch 4 or 8 SAM students,
+    # narrow decoders), not from the official sizes' patch 16 and width 256.
+    grid = s // (4 * int(student.mask_downsample))  # patch = 4 x the logits' downsampling
+    channels = int(student.tap_channels["image_embedding"])
     enc = GraphSpec(
         name="image_encoder",
         module=ImageEncoderGraph(student),
@@ -214,7 +218,7 @@ def promptable_specs(student: nn.Module, seed: int = 0) -> List[GraphSpec]:
         check_inputs=[(random_images(2, (s, s), g),)],
         reference=lambda images: (student.extract_features(images)["image_embedding"],),
     )
-    embedding = lambda b: torch.randn(b, 256, grid, grid, generator=g)  # noqa: E731
+    embedding = lambda b: torch.randn(b, channels, grid, grid, generator=g)  # noqa: E731
     prompt_axes = {0: "batch", 1: "prompts", 2: "points"}
     axes = {
         "image_embedding": {0: "batch"},

@@ -309,10 +309,11 @@ class SardPredictor:
     def _check_mask_input(
         self, mask_input: Optional[torch.Tensor], count: int
     ) -> Optional[torch.Tensor]:
-        """(B, 1, S/4, S/4) float on the model's device, or None."""
+        """(B, 1, S/d, S/d) float on the model's device, or None; d = the model's
+        ``mask_downsample`` (4 for patch 16, 1 for a 4 px SAM student)."""
         if mask_input is None:
             return None
-        side = self.transform.target_length // 4
+        side = self.transform.target_length // int(getattr(self.model, "mask_downsample", 4))
         if tuple(mask_input.shape) != (count, 1, side, side):
             raise ValueError(
                 f"mask_input must be (B, 1, {side}, {side}) low-res logits with B = {count}, "

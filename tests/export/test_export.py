@@ -215,3 +215,19 @@ def test_unsupported_model_and_format_are_refused(students, tmp_path):
         export_student(students["sam"], str(tmp_path), "tflite")
     with pytest.raises(TypeError, match="cannot export"):
         export_student(torch.nn.Linear(2, 2), str(tmp_path), "onnx")
+
+
+def test_narrow_sam_student_exports_and_verifies(tmp_path):
+    """A student with 8 px patches and a 64-wide neck and decoder (ARCH PATCH_SIZE and
+    DECODER_DIM, the small students of the studies) exports and verifies as the official layout
+    does: nothing assumes patch 16 or width 256."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        narrow = build_model("sam", size="tiny", image_size=SIZE, patch_size=8, decoder_dim=64)
+        narrow = _distinct(narrow)
+    report = export_student(narrow, str(tmp_path), "torchscript")
+    assert report.ok, "\n".join(report.lines())
+    images = random_images(1, (SIZE, SIZE), torch.Generator().manual_seed(5))
+    (embedding,) = load_runner(report.files["image_encoder"])(images)
+    assert embedding.shape[1:] == (64, SIZE // 8, SIZE // 8)

@@ -212,3 +212,19 @@ def test_bad_inputs_give_clear_errors(students, scene):
         sam.predict(box=np.array([1.0, 1.0, 9.0, 9.0]), mask_input=np.zeros((1, 8, 8)))
     with pytest.raises(TypeError, match="promptable student"):
         SardPredictor(torch.nn.Linear(2, 2))
+
+
+def test_mask_prompt_of_a_fine_grid_student_is_at_its_logit_resolution(scene):
+    """A 4 px SAM student draws logits at the input size (4x its 16 x 16 grid at 64 px): its
+    mask prompt is that size, and an earlier round's logits feed back unchanged."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model("sam", size="tiny", image_size=SIZE, patch_size=4, decoder_dim=64)
+    predictor = SardPredictor(model.eval())
+    predictor.set_image(scene[0])
+    box = np.array([4.0, 3.0, 24.0, 15.0])
+    _, _, low = predictor.predict(box=box, multimask_output=False)
+    assert low.shape == (1, SIZE, SIZE)
+    predictor.predict(box=box, mask_input=low, multimask_output=False)
+    with pytest.raises(ValueError, match=rf"mask_input must be \(B, 1, {SIZE}, {SIZE}\)"):
+        predictor.predict(box=box, mask_input=np.zeros((1, 16, 16)))
