@@ -338,7 +338,10 @@ def comparison_settings(args: argparse.Namespace) -> ComparisonSettings:
             widen if args.teacher_embed_dim else (),
         ),
         student=flags.member(
-            args.student_family, args.student_size, args.student_patch, (), args.student_decoder_dim
+            args.student_family,
+            args.student_size,
+            args.student_patch,
+            decoder_dim=args.student_decoder_dim,
         ),
         schedule=Schedule(args.iters, args.batch, args.lr, args.prompts),
         teacher_iters=args.teacher_iters,

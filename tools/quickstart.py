@@ -185,7 +185,10 @@ def student_member(args: argparse.Namespace) -> Member:
     """The student: --student-family at --student-size with --student-patch and
     --student-decoder-dim."""
     return flags.member(
-        args.student_family, args.student_size, args.student_patch, (), args.student_decoder_dim
+        args.student_family,
+        args.student_size,
+        args.student_patch,
+        decoder_dim=args.student_decoder_dim,
     )
 
 

@@ -313,7 +313,7 @@ class SardPredictor:
         ``mask_downsample`` (4 for patch 16, 1 for a 4 px SAM student)."""
         if mask_input is None:
             return None
-        side = self.transform.target_length // int(getattr(self.model, "mask_downsample", 4))
+        side = self.transform.target_length // int(self.model.mask_downsample)
         if tuple(mask_input.shape) != (count, 1, side, side):
             raise ValueError(
                 f"mask_input must be (B, 1, {side}, {side}) low-res logits with B = {count}, "

@@ -12,11 +12,14 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from .study import Member, widened_member, with_arch
+from .study import ARCH_OVERRIDES, Member, widened_member, with_arch
 
 FAMILIES = ("efficient_sam", "sam")
 TASK_LOSSES = ("dice_bce", "focal_dice")
 MULTIMASK = ("always", "never", "auto")
+# The official layout's values (the flags' defaults add no ARCH override).
+PATCH = ARCH_OVERRIDES["patch_size"].default
+DECODER_DIM = ARCH_OVERRIDES["decoder_dim"].default
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,16 @@ def add_patch_flags(p: argparse.ArgumentParser) -> None:
     """--teacher-patch, --student-family, --student-patch and --student-decoder-dim
     (--student-size is the tool's: its default differs)."""
     p.add_argument(
-        "--teacher-patch", type=int, default=16, help="teacher patch size, px (sam family: 4, 8)"
+        "--teacher-patch", type=int, default=PATCH, help="teacher patch size, px (sam family: 4, 8)"
     )
     p.add_argument("--student-family", default="efficient_sam", choices=FAMILIES)
     p.add_argument(
-        "--student-patch", type=int, default=16, help="student patch size, px (sam family: 4, 8)"
+        "--student-patch", type=int, default=PATCH, help="student patch size, px (sam family: 4, 8)"
     )
     p.add_argument(
         "--student-decoder-dim",
         type=int,
-        default=256,
+        default=DECODER_DIM,
         help="student neck/prompt/decoder width (sam family; 256 = SAM's): the per-prompt decoder "
         "is most of a step on fine grids, so a small student needs a narrow one (e.g. 64)",
     )
@@ -134,9 +137,9 @@ def check_files(p: argparse.ArgumentParser, args: argparse.Namespace, names: Seq
 def member(
     family: str,
     size: str,
-    patch: int = 16,
+    patch: int = PATCH,
     widen: Tuple[int, int, int] = (),
-    decoder_dim: int = 256,
+    decoder_dim: int = DECODER_DIM,
 ) -> Member:
     """``family:size``, widened to ``widen`` = (embed_dim, depth, heads) when given (the CPU-scale
     teachers), with its encoder's patch size and its decoder width."""
