@@ -17,12 +17,13 @@ import torch
 from sard.models import build_model
 
 
-def sparse_mask_model(family: str, image_size: int, offset: float, seed: int = 0):
-    """A ``family`` ("sam" or "efficient_sam") tiny model at ``image_size``, in eval mode."""
+def sparse_mask_model(family: str, image_size: int, offset: float, seed: int = 0, **arch):
+    """A ``family`` ("sam" or "efficient_sam") tiny model at ``image_size``, in eval mode;
+    ``arch`` overrides its builder's architecture (e.g. patch_size, decoder_dim)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)
-        model = build_model(family, size="tiny", image_size=image_size).eval()
+        model = build_model(family, size="tiny", image_size=image_size, **arch).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 2e-2)

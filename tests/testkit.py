@@ -156,9 +156,9 @@ def readme_blocks(heading: str) -> list[tuple[str, str]]:
 
 
 def checkout_like(root: Path) -> dict:
-    """Lays ``root`` out as a user's checkout for README commands (``configs/`` and ``tools/``
-    linked, ``python`` on PATH) and returns the environment to run them with."""
-    for name in ("configs", "tools"):
+    """Lays ``root`` out as a user's checkout for README commands (``configs/``, ``tools/`` and
+    ``weights/`` linked, ``python`` on PATH) and returns the environment to run them with."""
+    for name in ("configs", "tools", "weights"):
         os.symlink(os.path.join(REPO, name), root / name)
     bin_dir = root / "bin"
     bin_dir.mkdir()

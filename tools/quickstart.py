@@ -1,23 +1,27 @@
 #!/usr/bin/env python
-"""SARD end to end on a CPU in minutes: data, teacher, scratch student, SARD student, report.
+"""SARD end to end on a CPU: data, the shipped teacher, a scratch student, a SARD student, report.
 
-    python tools/quickstart.py                      # the embedded demo: ~11 min on 2 cores
-    python tools/quickstart.py --out output/qs --teacher-iters 600 --student-iters 300
+    python tools/quickstart.py                      # about 25 min on 2 cores
+    python tools/quickstart.py --out output/qs --student-iters 600
 
 Stages:
 1. generate a small synthetic RockFrag set under --out (reused when already there);
-2. train a teacher from scratch (METHOD "none"): by default a SAM-family model twice as wide
-   and deep as the student (EfficientSAM layout; --teacher-family sam picks segment_anything's
-   SAM, which trains from scratch far more slowly, see the README);
-3. train an EfficientSAM-family student from scratch, in a second process beside the teacher
-   when --jobs 2 (it needs no teacher);
-4. distil the same student with SARD from the teacher's checkpoint, same schedule and seed;
+2. the teacher: by default the shipped one (weights/sam_p4_synth_teacher.safetensors, above the
+   prompt-box floor), evaluated, not trained; --train-teacher trains one from scratch instead
+   (METHOD "none", --teacher-iters; how the shipped one was made, about 3 h on 2 cores);
+3. train the student from scratch, in a second process beside stage 2 when --jobs 2 (it needs
+   no teacher);
+4. distil the same student with SARD from the teacher, same schedule and seed;
 5. evaluate all three on the test split and write into --out: table.md, results.json,
    structure_map.png (W(i) of the teacher's image embedding on a test image), predictions.png
    (teacher / scratch / SARD masks for the same box prompts), training_curves.png.
 
-Every run goes through the built-in Trainer with configs/tiny/sam_tiny_to_efficientsam_tiny.yaml
-plus overrides; a rerun into the same --out skips finished runs and resumes unfinished ones.
+The default pair is configs/tiny/sam_p4_teacher_to_sam_p4_d64.yaml (a test holds the flags'
+defaults equal to it): the shipped SAM-family teacher (embed 128, depth 4, 4 px patches) and a
+SAM-family student with 4 px patches and a 64-wide decoder (12x fewer parameters), box prompts,
+one mask per prompt, focal + Dice, 1000 iterations. Every run goes through the built-in Trainer
+with --config-file plus the flags' overrides; a rerun into the same --out skips finished runs
+and resumes unfinished ones.
 """
 
 from __future__ import annotations
@@ -70,6 +74,23 @@ from sard.reporting.visuals import (
 from sard.structure import render_structure_map
 
 STAGES = 5
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_TEACHER = REPO / "weights" / "sam_p4_synth_teacher.safetensors"
+# The flags' defaults: the shipped teacher's architecture and the student and regime of the study
+# above the floor (the same keys as configs/tiny/sam_p4_teacher_to_sam_p4_d64.yaml; tested).
+PAIR_DEFAULTS = {
+    "teacher_family": "sam",
+    "teacher_patch": 4,
+    "teacher_embed_dim": 128,
+    "teacher_depth": 4,
+    "teacher_heads": 4,
+    "student_family": "sam",
+    "student_patch": 4,
+    "student_decoder_dim": 64,
+    "multimask": "never",
+    "task_loss": "focal_dice",
+}
+SHIPPED_TEACHER_FLAGS = tuple(k for k in PAIR_DEFAULTS if k.startswith("teacher_"))
 # A teacher this many mIoU points above the scratch student is "clearly better".
 CLEARLY_BETTER = 5.0
 
@@ -82,8 +103,8 @@ DATA_AND_SCHEDULE_FLAGS = (
     ("num_test", int, 16, "synthetic test images"),
     ("min_size", float, 8.0, "smallest fragment, px"),
     ("max_size", float, 32.0, "largest fragment, px"),
-    ("teacher_iters", int, 360, "teacher iterations"),
-    ("student_iters", int, 180, "scratch and SARD alike"),
+    ("teacher_iters", int, 2000, "teacher iterations (with --train-teacher)"),
+    ("student_iters", int, 1000, "scratch and SARD alike"),
     ("batch", int, 2, "images per iteration"),
     ("prompts", int, 32, "box prompts per training image"),
     ("lr", float, 1e-3, "base learning rate"),
@@ -100,12 +121,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--config-file", default=TINY_SAM_CONFIG, help="base YAML of every run")
     add_flag_table(p, DATA_AND_SCHEDULE_FLAGS)
     flags.add_regime_flags(p, "training augmentation", jitter_default=(1.0, 1.0))
-    p.add_argument("--teacher-family", default="efficient_sam", choices=flags.FAMILIES)
+    p.add_argument("--teacher-family", choices=flags.FAMILIES)
     p.add_argument(
         "--teacher-weights",
-        default="",
-        help="a trained teacher (model_final.pth, e.g. the one under weights/): evaluated, "
-        "not trained; its architecture flags must match",
+        default=None,
+        help="a trained teacher (model_final.pth or a shipped .safetensors): evaluated, not "
+        "trained; its architecture flags must match (default: the shipped teacher, "
+        f"{SHIPPED_TEACHER.relative_to(REPO)})",
+    )
+    p.add_argument(
+        "--train-teacher",
+        action="store_true",
+        help="train the teacher from scratch with the teacher flags (--teacher-iters) instead "
+        "of loading one",
     )
     p.add_argument(
         "--eval-period",
@@ -116,7 +144,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--teacher-only",
         action="store_true",
-        help="train and evaluate the teacher, then stop (how the shipped teacher is made)",
+        help="only the teacher: evaluate it (with --train-teacher: train it first, how the "
+        "shipped teacher is made), then stop",
     )
     p.add_argument("--teacher-embed-dim", type=int, default=128)
     p.add_argument("--teacher-depth", type=int, default=4)
@@ -141,6 +170,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--vis-image", type=int, default=0, help="test image shown in the pictures")
     p.add_argument("--latency-prompts", type=int, default=16, help="box prompts per timed image")
     p.add_argument("--latency-reps", type=int, default=5)
+    p.set_defaults(**PAIR_DEFAULTS)  # after every add_argument: they would override it
     args = p.parse_args(argv)
     flags.check_positive(
         p,
@@ -160,6 +190,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.input_size % 16:
         p.error(f"--input-size must be a multiple of 16 (the models' patch), got {args.input_size}")
     flags.check_regime_flags(p, args)
+    _resolve_teacher(p, args)
     flags.check_files(p, args, ("teacher_weights",))
     flags.check_patches(p, args)
     for role in ("teacher", "student"):
@@ -167,6 +198,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if args.input_size % patch:
             p.error(f"--input-size {args.input_size} is not a multiple of --{role}-patch {patch}")
     return args
+
+
+def _resolve_teacher(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--train-teacher leaves ``teacher_weights`` empty (train); without it the teacher is
+    --teacher-weights, else the shipped file, whose architecture the teacher flags must keep."""
+    if args.train_teacher:
+        if args.teacher_weights:
+            p.error(
+                "--train-teacher and --teacher-weights exclude each other: train a teacher, "
+                "or load one"
+            )
+        args.teacher_weights = ""
+        return
+    if args.teacher_weights:
+        return
+    args.teacher_weights = str(SHIPPED_TEACHER)
+    for name in SHIPPED_TEACHER_FLAGS:
+        if getattr(args, name) != PAIR_DEFAULTS[name]:
+            p.error(
+                f"--{name.replace('_', '-')} {getattr(args, name)} does not match the shipped "
+                f"teacher ({PAIR_DEFAULTS[name]}): add --train-teacher to train a teacher with "
+                "these flags, or give --teacher-weights of one that has them"
+            )
 
 
 def stage(index: int, text: str) -> None:
@@ -343,7 +397,12 @@ def report(args, out: Path, specs, records, trainers) -> Dict:
     render_predictions(image, gt, preds, out / "predictions.png")
     smap = structure_map_of(trainers["teacher"].model.student, sample, cfg)
     render_structure_map(model_input_image(sample), smap, out / "structure_map.png")
-    logs = {titles[k]: read_metrics_json(out / k / "metrics.json") for k in specs}
+    # A loaded teacher (0 iterations) has no training log to draw.
+    logs = {
+        titles[k]: read_metrics_json(out / k / "metrics.json")
+        for k, spec in specs.items()
+        if spec.schedule.iters
+    }
     plot_training_curves(logs, out / "training_curves.png")
     return {"table": table, "summary": summary, "image": record["file_name"], "box_floor": floor}
 

@@ -2,8 +2,9 @@
 
 Its code blocks are read from README.md and run unchanged (bash blocks with bash, Python blocks
 with Python) in a folder laid out as the quickstart leaves the repository: ``configs/`` and
-``tools/``, ``output/quickstart/sard/model_final.pth`` (here a tiny random student in the
-training-checkpoint format, whose automatic masks are small: tests/sparse_masks.py) and
+``tools/``, ``output/quickstart/sard/model_final.pth`` (here a random student of the quickstart's default
+architecture in the training-checkpoint format, whose automatic masks are small:
+tests/sparse_masks.py) and
 ``output/quickstart/data/synth_128px/test`` (two generated 128 px images with their COCO file).
 """
 
@@ -35,7 +36,7 @@ def after_quickstart(tmp_path_factory):
     env = checkout_like(root)
     run = root / "output" / "quickstart" / "sard"
     run.mkdir(parents=True)
-    student = sparse_mask_model("efficient_sam", 128, offset=0.2)
+    student = sparse_mask_model("sam", 128, offset=0.2, patch_size=4, decoder_dim=64)
     state = {f"student.{k}": v for k, v in student.state_dict().items()}
     torch.save({"model": state, "iteration": 179}, run / "model_final.pth")
     generate_rockfrag_synth(

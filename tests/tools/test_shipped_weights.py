@@ -55,3 +55,15 @@ def test_weights_readme_command_is_the_one_tested():
         out = command.index("--out")
         given = command[2:out] + command[out + 2 :]
         assert given == [*entry["evaluate"], "--teacher-weights", f"weights/{name}"]
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_manifest_train_command_trains_a_teacher(name, load_script):
+    """The recorded train command parses and trains (the quickstart loads the shipped teacher
+    unless told --train-teacher)."""
+    import shlex
+
+    command = shlex.split(MANIFEST[name]["train"])
+    assert command[:2] == ["python", "tools/quickstart.py"]
+    args = load_script("tools/quickstart.py").parse_args(command[2:])
+    assert args.teacher_only and args.teacher_weights == "" and args.teacher_iters > 0
