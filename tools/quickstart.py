@@ -9,9 +9,9 @@ Stages:
 2. the teacher: by default the shipped one (weights/sam_p4_synth_teacher.safetensors, above the
    prompt-box floor), evaluated, not trained; --train-teacher trains one from scratch instead
    (METHOD "none", --teacher-iters; how the shipped one was made, about 3 h on 2 cores);
-3. train the student from scratch, in a second process beside stage 2 when --jobs 2 (it needs
-   no teacher);
-4. distil the same student with SARD from the teacher, same schedule and seed;
+3. distil the student with SARD from the teacher;
+4. train the same student from scratch, same schedule and seed (with --jobs 2 in a second
+   process beside stages 2 and 3: it needs no teacher);
 5. evaluate all three on the test split and write into --out: table.md, results.json,
    structure_map.png (W(i) of the teacher's image embedding on a test image), predictions.png
    (teacher / scratch / SARD masks for the same box prompts), training_curves.png.
@@ -454,14 +454,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 "      the scratch student trains in a second process meanwhile (--jobs 2)",
                 flush=True,
             )
-        for index, key in enumerate(("teacher", "scratch"), start=2):
+        # This process runs the teacher, then the SARD student (it needs the teacher's
+        # weights); the scratch student needs neither and trains beside both.
+        for index, key in enumerate(("teacher", "sard", "scratch"), start=2):
+            if key == "sard":
+                _check_teacher_floor(records["teacher"])
             stage(index, f"{labels[key]}: {specs[key].schedule.iters} iterations")
             records[key], trainers[key] = train_stage(
                 args, key, specs[key], out, background if key == "scratch" else None
             )
-    _check_teacher(records)
-    stage(4, f"{labels['sard']}: {specs['sard'].schedule.iters} iterations")
-    records["sard"], trainers["sard"] = train_stage(args, "sard", specs["sard"], out)
+    _check_teacher_margin(records)
 
     stage(5, "report: efficiency, pictures, table")
     result = report(args, out, specs, records, trainers)
@@ -493,15 +495,11 @@ def _teacher_only(args, out: Path, spec: RunSpec, label: str, start: float) -> D
     results.json (settings, the teacher's record, the floor) and stop."""
     stage(2, f"{label}: {spec.schedule.iters} iterations (--teacher-only: the last stage)")
     record, _ = train_stage(args, "teacher", spec, out)
-    floor = box_floor([record])
-    if floor:
-        gaps = " / ".join(f"{m} {record['metrics'][m] - v:+.1f}" for m, v in floor.items())
-        values = " / ".join(f"{m} {v:.1f}" for m, v in floor.items())
-        print(f"      versus the prompt-box floor ({values}): {gaps}", flush=True)
+    _check_teacher_floor(record)
     payload = {
         "settings": vars(args),
         "runs": {"teacher": {**record, "model": spec.student.describe()}},
-        "box_floor": floor,
+        "box_floor": box_floor([record]),
         "wall_s": time.perf_counter() - start,
     }
     write_results(out, payload)
@@ -513,9 +511,8 @@ def _teacher_margin(records: Dict) -> float:
     return records["teacher"]["metrics"]["mIoU"] - records["scratch"]["metrics"]["mIoU"]
 
 
-def _check_teacher(records: Dict) -> None:
-    """Distillation from a teacher no better than the student, or no better than filling its
-    prompt box, has nothing to transfer: say so."""
+def _check_teacher_margin(records: Dict) -> None:
+    """Distillation from a teacher no better than the student has nothing to transfer: say so."""
     margin = _teacher_margin(records)
     if margin < CLEARLY_BETTER:
         print(
@@ -526,18 +523,24 @@ def _check_teacher(records: Dict) -> None:
         )
     else:
         print(f"      the teacher is {margin:+.1f} mIoU above the scratch student", flush=True)
-    floor = box_floor([records["teacher"]])
-    if floor:
-        gaps = {m: records["teacher"]["metrics"][m] - v for m, v in floor.items()}
-        text = " / ".join(f"{m} {g:+.1f}" for m, g in gaps.items())
-        if min(gaps.values()) < 0:
-            print(
-                f"      WARNING: the teacher is below the prompt-box floor ({text}): it has "
-                "learned nothing beyond its box prompts; see the README's regime notes.",
-                flush=True,
-            )
-        else:
-            print(f"      the teacher is above the prompt-box floor ({text})", flush=True)
+
+
+def _check_teacher_floor(record: Dict) -> None:
+    """A teacher no better than filling its prompt box has nothing to transfer: say so before
+    distilling from it."""
+    floor = box_floor([record])
+    if not floor:
+        return
+    gaps = {m: record["metrics"][m] - v for m, v in floor.items()}
+    text = " / ".join(f"{m} {g:+.1f} against {floor[m]:.1f}" for m, g in gaps.items())
+    if min(gaps.values()) < 0:
+        print(
+            f"      WARNING: the teacher is below the prompt-box floor ({text}): it has "
+            "learned nothing beyond its box prompts; see the README's regime notes.",
+            flush=True,
+        )
+    else:
+        print(f"      the teacher is above the prompt-box floor ({text})", flush=True)
 
 
 if __name__ == "__main__":
