@@ -354,11 +354,33 @@ def start_study(threads: int, out: str) -> Path:
 
 def spawn_pool(workers: int):
     """A process pool of fresh interpreters ("spawn": no forked torch state, safe with threads
-    and CUDA) for ``train_run_job``."""
+    and CUDA) for ``train_run_job``; each worker ends when this process does."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Pool-worker initialiser: end this worker within ``poll_s`` of its parent's end.
+
+    Ctrl-C reaches the whole process group, but a parent killed alone (``kill PID``, a scheduler's
+    time limit) leaves its workers training on, into run folders that a restarted study trains
+    into as well. Checkpoints are written atomically, so the restart resumes from the last one.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)  # no cleanup: the parent that would collect the result is gone
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def evaluate_run_on(
