@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SARD end to end on a CPU: data, the shipped teacher, a scratch student, a SARD student, report.
 
-    python tools/quickstart.py                      # about 25 min on 2 cores
+    python tools/quickstart.py                      # under 30 min on 2 cores
     python tools/quickstart.py --out output/qs --student-iters 600
 
 Stages:
