@@ -147,9 +147,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="only the teacher: evaluate it (with --train-teacher: train it first, how the "
         "shipped teacher is made), then stop",
     )
-    p.add_argument("--teacher-embed-dim", type=int, default=128)
-    p.add_argument("--teacher-depth", type=int, default=4)
-    p.add_argument("--teacher-heads", type=int, default=4)
+    # The teacher's width, depth and heads default to PAIR_DEFAULTS (the shipped teacher's).
+    p.add_argument("--teacher-embed-dim", type=int)
+    p.add_argument("--teacher-depth", type=int)
+    p.add_argument("--teacher-heads", type=int)
     p.add_argument("--student-size", default="tiny", help="family size: tiny (ti, s, vit_b, ...)")
     flags.add_patch_flags(p)
     p.add_argument("--seed", type=int, default=0, help="data, teacher and students")

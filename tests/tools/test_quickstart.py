@@ -93,9 +93,10 @@ def test_quickstart_defaults_are_the_shipped_teacher_and_its_config(quickstart):
     specs = quickstart.run_specs(args, {"train": "t", "test": "v"}, quickstart.REPO / "out")
     base = load_config(args.config_file, specs["sard"].opts())
     pair = load_config(str(quickstart.REPO / "configs" / "tiny" / PAIR_CONFIG))
-    for key in ("MODEL.TEACHER", "MODEL.STUDENT", "MODEL.SARD.MULTIMASK_OUTPUT"):
-        assert _node(base, key) == _node(pair, key), key
-    for key in ("MODEL.SARD.TASK_LOSS", "INPUT.PROMPT.MAX_PROMPTS", "SOLVER.MAX_ITER"):
+    for key in (
+        *("MODEL.TEACHER", "MODEL.STUDENT", "MODEL.SARD.MULTIMASK_OUTPUT"),
+        *("MODEL.SARD.TASK_LOSS", "INPUT.PROMPT.MAX_PROMPTS", "SOLVER.MAX_ITER"),
+    ):
         assert _node(base, key) == _node(pair, key), key
 
 

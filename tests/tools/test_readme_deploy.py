@@ -2,10 +2,10 @@
 
 Its code blocks are read from README.md and run unchanged (bash blocks with bash, Python blocks
 with Python) in a folder laid out as the quickstart leaves the repository: ``configs/`` and
-``tools/``, ``output/quickstart/sard/model_final.pth`` (here a random student of the quickstart's default
-architecture in the training-checkpoint format, whose automatic masks are small:
-tests/sparse_masks.py) and
-``output/quickstart/data/synth_128px/test`` (two generated 128 px images with their COCO file).
+``tools/``, ``output/quickstart/sard/model_final.pth`` (here a random student of the quickstart's
+default architecture in the training-checkpoint format, whose automatic masks are small:
+tests/sparse_masks.py) and ``output/quickstart/data/synth_128px/test`` (two generated 128 px
+images with their COCO file).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 
-
 from testkit import REPO, checkout_like, readme_blocks
 
 
