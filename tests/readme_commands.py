@@ -1,0 +1,183 @@
+"""Every ``python tools/*.py`` / ``python datasets/*.py`` command the READMEs show, parsed by the
+tool it names, so that a renamed flag or config key cannot leave a README command broken.
+
+A command is a line of a fenced block, with its ``\\`` continuations joined, or an inline code
+span (which may wrap over lines in the Markdown source) that starts with ``python``. Usage
+patterns with ``[optional]`` parts are not commands and are left out.
+
+Checking one command (no work is started, nothing is written):
+
+1. the tool's own ``parse_args(argv)`` when its module has one, so the checks it makes after
+   parsing (conflicting flags, data flags) run too; otherwise the tool runs as ``__main__``
+   until its outermost ``ArgumentParser.parse*_args`` call returns, and is stopped there;
+2. when the parsed arguments hold ``config_file`` and ``opts``, the config is loaded with those
+   overrides (``sard.config.load_config``): an unknown or renamed key fails.
+
+Run as a script (``python tests/readme_commands.py README.md ...``) it checks every command of
+the given files in this one process and prints a JSON list of ``{"command", "error"}`` (error
+null when it parses); the tests run it in a subprocess because the study tools set process-wide
+torch state at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import re
+import runpy
+import shlex
+import sys
+import tempfile
+from typing import List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SHELL_STOPS = {"|", "||", "&&", ";", ">", ">>", "2>", "&"}
+
+
+def readme_commands(text: str) -> List[str]:
+    """The ``python <folder>/<tool>.py ...`` commands of a Markdown text, whitespace-normalised."""
+    found = []
+    for block in re.findall(r"```\w*\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            found.append(line.strip())
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    found += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    return [c for c in found if re.match(r"python [\w/]+\.py\b", c) and "[" not in c]
+
+
+def command_argv(command: str) -> tuple[str, List[str]]:
+    """(script path under the repository, its arguments), comments and shell tails removed."""
+    words = shlex.split(command, comments=True)
+    for k, word in enumerate(words):
+        if word in _SHELL_STOPS:
+            words = words[:k]
+            break
+    return os.path.join(REPO, words[1]), words[2:]
+
+
+class _Parsed(Exception):
+    """Raised by the patched parser: the tool got as far as parsing its arguments."""
+
+    def __init__(self, namespace: argparse.Namespace):
+        super().__init__("parsed")
+        self.namespace = namespace
+
+
+_PARSERS = (
+    "parse_args",
+    "parse_known_args",
+    "parse_intermixed_args",
+    "parse_known_intermixed_args",
+)
+
+
+def _parse_as_main(script: str, argv: List[str]) -> argparse.Namespace:
+    """Runs ``script`` as ``__main__`` until its outermost parse call returns, then stops it."""
+    originals = {name: getattr(argparse.ArgumentParser, name) for name in _PARSERS}
+    depth = [0]  # parse_args calls parse_known_args: only the outermost call stops the tool
+
+    def stopping(name):
+        def parse(self, *args, **kwargs):
+            depth[0] += 1
+            try:
+                result = originals[name](self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:
+                raise _Parsed(result[0] if isinstance(result, tuple) else result)
+            return result
+
+        return parse
+
+    saved_argv = sys.argv
+    sys.argv = [script] + argv
+    for name in _PARSERS:
+        setattr(argparse.ArgumentParser, name, stopping(name))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except _Parsed as parsed:
+        return parsed.namespace
+    finally:
+        for name, original in originals.items():
+            setattr(argparse.ArgumentParser, name, original)
+        sys.argv = saved_argv
+    raise AssertionError(f"{script} ended without parsing its arguments")
+
+
+def parse_command(command: str) -> argparse.Namespace:
+    """The arguments ``command`` gives its tool; SystemExit / ValueError when it rejects them."""
+    script, argv = command_argv(command)
+    if not os.path.isfile(script):
+        raise FileNotFoundError(f"no such tool: {script}")
+    folder = os.path.dirname(script)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # tools import their siblings as a script run would
+    name = "readme_" + os.path.splitext(os.path.basename(script))[0]
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    if callable(getattr(module, "parse_args", None)):
+        saved_argv, sys.argv = sys.argv, [script] + argv  # the parser names the tool in errors
+        try:
+            return module.parse_args(argv)
+        finally:
+            sys.argv = saved_argv
+    return _parse_as_main(script, argv)
+
+
+def stand_in_outputs(command: str) -> None:
+    """Empty files for the ``output/...`` files ``command`` reads: earlier README commands write
+    them, and a tool may check that a given file exists while it parses."""
+    for word in command_argv(command)[1]:
+        if re.fullmatch(r"output/[\w./-]+\.\w+", word) and not os.path.exists(word):
+            os.makedirs(os.path.dirname(word), exist_ok=True)
+            open(word, "wb").close()
+
+
+def check_command(command: str) -> Optional[str]:
+    """None when ``command`` parses (and its config with overrides loads), else why not."""
+    from sard.config import load_config
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            args = parse_command(command)
+            if getattr(args, "config_file", None) and getattr(args, "opts", None) is not None:
+                load_config(args.config_file, list(args.opts))
+    except SystemExit as exit_info:
+        if exit_info.code in (0, None):
+            return None
+        return stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue() else "exit"
+    except Exception as error:  # noqa: BLE001 - any rejection is the finding
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def main(paths: List[str]) -> int:
+    paths = [os.path.abspath(p) for p in paths]
+    sys.path.insert(0, REPO)
+    report = []
+    # Commands name configs/ and tools/ relative to a checkout's root; a checkout-like temporary
+    # folder keeps anything a tool wrote by mistake out of the repository.
+    with tempfile.TemporaryDirectory() as root:
+        for name in ("configs", "tools", "datasets", "weights"):
+            os.symlink(os.path.join(REPO, name), os.path.join(root, name))
+        os.chdir(root)
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            for command in readme_commands(text):
+                stand_in_outputs(command)
+                error = check_command(command)
+                report.append({"file": path, "command": command, "error": error})
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
