@@ -404,7 +404,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             + comparison_table(
                 summarise_runs(runs, buckets),
                 buckets,
-                ("none", "uniform"),
+                BASELINES,  # the same paired columns as table.md
                 box_floor(runs, buckets),
             )
         )
