@@ -32,7 +32,10 @@ import runpy
 import shlex
 import sys
 import tempfile
+from pathlib import Path
 from typing import List, Optional
+
+from testkit import checkout_like
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHELL_STOPS = {"|", "||", "&&", ";", ">", ">>", "2>", "&"}
@@ -165,8 +168,7 @@ def main(paths: List[str]) -> int:
     # Commands name configs/ and tools/ relative to a checkout's root; a checkout-like temporary
     # folder keeps anything a tool wrote by mistake out of the repository.
     with tempfile.TemporaryDirectory() as root:
-        for name in ("configs", "tools", "datasets", "weights"):
-            os.symlink(os.path.join(REPO, name), os.path.join(root, name))
+        checkout_like(Path(root))  # tools themselves are run from REPO (command_argv)
         os.chdir(root)
         for path in paths:
             with open(path, encoding="utf-8") as f:
