@@ -47,16 +47,13 @@ from studies import preamble  # noqa: F401  (before torch and sard: see its docs
 
 from studies import flags
 from studies.comparison import (
-    BASELINES,
-    BUCKET_METRICS,
-    METRICS,
     ComparisonSettings,
     TransferSettings,
-    comparison_table,
     efficiency_table,
     run_all,
     transfer,
 )
+from studies.report import write_report
 from studies.study import (
     METHOD_VARIANTS,
     TINY_SAM_CONFIG,
@@ -74,7 +71,6 @@ from studies.study_data import (
 )
 
 from sard.data.synthetic import SynthConfig
-from sard.reporting import box_floor, plot_method_bars, summarise_runs
 
 ALL_METHODS = [
     "none",
@@ -393,50 +389,25 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     )
     teacher, runs = run_all(settings, out, dataset)
     print("[3/3] report", flush=True)
-    summary = summarise_runs(runs, METRICS)
-    floor = box_floor([teacher] + runs, METRICS)
-    table = comparison_table(summary, METRICS, BASELINES, floor)
-    buckets = [m for m in BUCKET_METRICS if all(m in r["metrics"] for r in runs)]
-    if buckets:
-        (out / "buckets.md").write_text(
-            "Small: GT area < 16² px; nb3+: touching 3 or more other instances. Δ: paired over "
-            "seeds (± std, seeds won).\n\n"
-            + comparison_table(
-                summarise_runs(runs, buckets),
-                buckets,
-                BASELINES,  # the same paired columns as table.md
-                box_floor(runs, buckets),
-            )
-        )
-    eff_table, eff = efficiency_table(settings, out, dataset, teacher, summary, floor)
-    header = (
-        f"{dataset_label(args)}, {args.scale} scale: teacher {settings.teacher.describe()} "
-        f"(mIoU {teacher['metrics']['mIoU']:.1f}, bIoU {teacher['metrics']['bIoU']:.1f}"
-        f"{teacher_versus_floor(teacher, floor)}), "
-        f"student {settings.student.describe()}, {args.image_size} px, {args.iters} "
-        f"iterations x {args.batch} images x {args.prompts} box prompts, seeds "
-        f"{' '.join(map(str, args.seeds))}; mean ± std over seeds; Δ: paired over seeds "
-        "(± std of the differences, seeds won).\n\n"
+    label = f"{dataset_label(args)}, {args.scale} scale"
+    setup = (
+        f"teacher {settings.teacher.describe()}, student {settings.student.describe()}, "
+        f"{args.image_size} px, {args.iters} iterations x {args.batch} images x {args.prompts} "
+        "box prompts"
     )
-    (out / "table.md").write_text(header + table)
+    summary, floor, table = write_report(out, label, setup, teacher, runs)
+    eff_table, eff = efficiency_table(settings, out, dataset, teacher, summary, floor)
     (out / "efficiency.md").write_text(
         f"Latency: one test image with {args.latency_prompts} box prompts, {args.device}, "
         f"{args.threads} thread(s); students share one architecture.\n\n" + eff_table
-    )
-    plot_method_bars(
-        summary,
-        out / "bars.png",
-        metrics=METRICS,
-        reference={m: teacher["metrics"][m] for m in METRICS},
-        floor=floor,
-        title=f"{dataset_label(args)}, {args.scale} scale: mean ± std over {len(args.seeds)} "
-        "seed(s); dashed: the teacher",
     )
     if args.transfer_to or args.transfer_json:
         target = args.transfer_to or args.transfer_json
         print(f"[3/3] transfer: every run evaluated on {target}", flush=True)
         table += "\n" + transfer(settings, transfer_settings(args), out, dataset, teacher, runs)
     payload = {
+        "label": label,  # label and setup: what tools/study_report.py checks before merging
+        "setup": setup,
         "settings": vars(args),
         "teacher": teacher,
         "runs": runs,
@@ -446,22 +417,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "wall_s": time.perf_counter() - start,
     }
     write_results(out, payload)
-    print("\n" + header + table + "\n" + eff_table)
+    print("\n" + table + "\n" + eff_table)
     print(
         f"wrote {out}/table.md, efficiency.md, results.json, bars.png "
         f"({payload['wall_s']:.0f} s)"
     )
     return payload
-
-
-def teacher_versus_floor(teacher: Dict, floor: Optional[Dict[str, float]]) -> str:
-    """The header's "; +a / +b vs the prompt-box floor: above it" ("" without a floor)."""
-    if not floor:
-        return ""
-    gaps = {m: teacher["metrics"][m] - v for m, v in floor.items()}
-    word = "above" if all(g >= 0 for g in gaps.values()) else "BELOW"
-    gap = " / ".join(f"{g:+.1f}" for g in gaps.values())
-    return f"; {gap} vs the prompt-box floor: {word} it"
 
 
 if __name__ == "__main__":

@@ -57,6 +57,11 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
         "model_final.pth"
     ]
     assert payload["summary"]["sard"]["bIoU"]["n"] == 1
+    # Reported again from the folder alone, without training: the same tables.
+    reported = load_script("tools/study_report.py").main([str(out), "--out", str(tmp_path / "r")])
+    assert (tmp_path / "r" / "table.md").read_text() == table
+    assert (tmp_path / "r" / "buckets.md").read_text() == buckets
+    assert reported["summary"] == saved["summary"] and reported["setup"] == saved["setup"]
 
     # The teacher's W on the test images: 64 px / stride 16 = a 4 x 4 grid, every variant.
     stats = load_script("tools/structure_weight_stats.py").main(
