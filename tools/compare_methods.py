@@ -47,17 +47,16 @@ from studies import preamble  # noqa: F401  (before torch and sard: see its docs
 
 from studies import flags
 from studies.comparison import (
-    ComparisonSettings,
     TransferSettings,
+    comparison_settings,
     efficiency_table,
     run_all,
     transfer,
 )
-from studies.report import write_report
+from studies.report import label_and_setup, write_report
 from studies.study import (
     METHOD_VARIANTS,
     TINY_SAM_CONFIG,
-    Schedule,
     start_study,
     write_results,
 )
@@ -286,15 +285,6 @@ def _check_data_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         )
 
 
-def dataset_label(args: argparse.Namespace) -> str:
-    """The dataset as tables and figures name it, e.g. "synth (fragments 24-64 px)"."""
-    if args.dataset == "synth" and args.fragment_px:
-        return f"synth (fragments {args.fragment_px[0]:g}-{args.fragment_px[1]:g} px)"
-    if args.tile:
-        return f"{args.dataset} ({args.tile} px tiles)"
-    return args.dataset
-
-
 def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List[str]]:
     """Make or convert the data under OUT/data; returns (prefix, folder, [train, test])."""
     folder = out / "data" / args.dataset
@@ -320,41 +310,6 @@ def prepare_dataset(args: argparse.Namespace, out: Path) -> Tuple[str, str, List
         ensure_tiles(str(folder), str(tiles), args.tile, ["train", "test"])
         folder = tiles
     return f"compare_{args.dataset}", str(folder), ["train", "test"]
-
-
-def comparison_settings(args: argparse.Namespace) -> ComparisonSettings:
-    """The parsed flags as the comparison's plan takes them."""
-    widen = (args.teacher_embed_dim, args.teacher_depth, args.teacher_heads)
-    return ComparisonSettings(
-        config_file=args.config_file,
-        teacher=flags.member(
-            args.teacher_family,
-            args.teacher_size,
-            args.teacher_patch,
-            widen if args.teacher_embed_dim else (),
-        ),
-        student=flags.member(
-            args.student_family,
-            args.student_size,
-            args.student_patch,
-            decoder_dim=args.student_decoder_dim,
-        ),
-        schedule=Schedule(args.iters, args.batch, args.lr, args.prompts),
-        teacher_iters=args.teacher_iters,
-        image_size=args.image_size,
-        methods=tuple(args.methods),
-        seeds=tuple(args.seeds),
-        dataset=args.dataset,
-        device=args.device,
-        teacher_seed=args.teacher_seed,
-        teacher_weights=args.teacher_weights,
-        teacher_init=args.teacher_init,
-        regime=flags.regime_of(args),
-        jobs=args.jobs,
-        threads=args.threads,
-        latency_prompts=args.latency_prompts,
-        latency_reps=args.latency_reps,
-    )
 
 
 def transfer_settings(args: argparse.Namespace) -> TransferSettings:
@@ -389,12 +344,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     )
     teacher, runs = run_all(settings, out, dataset)
     print("[3/3] report", flush=True)
-    label = f"{dataset_label(args)}, {args.scale} scale"
-    setup = (
-        f"teacher {settings.teacher.describe()}, student {settings.student.describe()}, "
-        f"{args.image_size} px, {args.iters} iterations x {args.batch} images x {args.prompts} "
-        "box prompts"
-    )
+    label, setup = label_and_setup(args)
     summary, floor, table = write_report(out, label, setup, teacher, runs)
     eff_table, eff = efficiency_table(settings, out, dataset, teacher, summary, floor)
     (out / "efficiency.md").write_text(

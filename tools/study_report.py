@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from studies import preamble  # noqa: F401  (before torch and sard: see its docstring)
 
-from studies.report import write_report
+from studies.report import label_and_setup, write_report
 from studies.study import METHOD_VARIANTS, write_results
 
 # Overrides a run's method and seed set: they differ between the runs of one study.
@@ -90,14 +90,26 @@ def read_source(source: str) -> Dict:
         missing = [k for k in ("method", "seed", "metrics") if k not in record]
         if missing:
             raise MergeError(f"{source}: a run lacks {missing}")
+    label, setup = study.get("label", ""), study.get("setup", "")
+    if not setup and study.get("settings"):
+        label, setup = recorded_label_and_setup(study["settings"])
     return {
         "name": source,
         "runs": runs,
         "teacher": teacher,
-        "label": study.get("label", ""),
-        "setup": study.get("setup", ""),
+        "label": label,
+        "setup": setup,
         "unfinished": unfinished,
     }
+
+
+def recorded_label_and_setup(settings: Dict) -> Tuple[str, str]:
+    """(label, setup) from the flags a study recorded before it recorded these strings; ("", "")
+    when a flag the setup needs is missing (a study of a much older version)."""
+    try:
+        return label_and_setup(argparse.Namespace(**settings))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "", ""
 
 
 def _agreed(sources: Sequence[Dict], key: str, what: str) -> str:

@@ -58,10 +58,17 @@ def test_compare_methods_outputs_then_skips_finished_runs(compare, tmp_path, cap
     ]
     assert payload["summary"]["sard"]["bIoU"]["n"] == 1
     # Reported again from the folder alone, without training: the same tables.
-    reported = load_script("tools/study_report.py").main([str(out), "--out", str(tmp_path / "r")])
+    study_report = load_script("tools/study_report.py")
+    reported = study_report.main([str(out), "--out", str(tmp_path / "r")])
     assert (tmp_path / "r" / "table.md").read_text() == table
     assert (tmp_path / "r" / "buckets.md").read_text() == buckets
     assert reported["summary"] == saved["summary"] and reported["setup"] == saved["setup"]
+    # A study recorded before label and setup were: both rebuilt from its recorded flags.
+    older = {k: v for k, v in saved.items() if k not in ("label", "setup")}
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    rebuilt = study_report.main([str(tmp_path / "older.json"), "--out", str(tmp_path / "r2")])
+    assert (rebuilt["label"], rebuilt["setup"]) == (saved["label"], saved["setup"])
+    assert saved["setup"].startswith("teacher efficient_sam:tiny (embed_dim=64")
 
     # The teacher's W on the test images: 64 px / stride 16 = a 4 x 4 grid, every variant.
     stats = load_script("tools/structure_weight_stats.py").main(

@@ -120,3 +120,10 @@ def test_bad_sources_are_named(report, tmp_path):
     (tmp_path / "other.json").write_text('{"summary": {}}')
     with pytest.raises(ValueError, match="no list of runs"):
         report.main([str(tmp_path / "other.json"), "--out", str(tmp_path / "o")])
+
+
+def test_flags_too_old_to_describe_the_setup_are_said(report, tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"settings": {"dataset": "synth"}, "runs": [record("none", 0, 60)]}))
+    payload = report.main([str(old), "--out", str(tmp_path / "o")])
+    assert payload["setup"] == "setup not recorded" and payload["label"] == "study"

@@ -8,6 +8,7 @@ process or in a pool of processes, plus the efficiency table and synthetic-to-re
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ from sard.reporting.plots import plot_method_bars
 from sard.reporting import tables
 from sard.reporting.visuals import limit_prompts, test_sample
 
+from . import flags
 from .flags import RegimeFlags
 from .study import (
     Member,
@@ -92,6 +94,42 @@ class TransferSettings:
     tile: int = 0
     image_size: int = 256
     gravel_source: str = ""
+
+
+def comparison_settings(args: argparse.Namespace) -> ComparisonSettings:
+    """compare_methods' parsed flags (or the ``settings`` a study recorded in its results.json,
+    as a namespace) as the comparison's plan takes them."""
+    widen = (args.teacher_embed_dim, args.teacher_depth, args.teacher_heads)
+    return ComparisonSettings(
+        config_file=args.config_file,
+        teacher=flags.member(
+            args.teacher_family,
+            args.teacher_size,
+            args.teacher_patch,
+            widen if args.teacher_embed_dim else (),
+        ),
+        student=flags.member(
+            args.student_family,
+            args.student_size,
+            args.student_patch,
+            decoder_dim=args.student_decoder_dim,
+        ),
+        schedule=Schedule(args.iters, args.batch, args.lr, args.prompts),
+        teacher_iters=args.teacher_iters,
+        image_size=args.image_size,
+        methods=tuple(args.methods),
+        seeds=tuple(args.seeds),
+        dataset=args.dataset,
+        device=args.device,
+        teacher_seed=args.teacher_seed,
+        teacher_weights=args.teacher_weights,
+        teacher_init=args.teacher_init,
+        regime=flags.regime_of(args),
+        jobs=args.jobs,
+        threads=args.threads,
+        latency_prompts=args.latency_prompts,
+        latency_reps=args.latency_reps,
+    )
 
 
 def make_spec(

@@ -9,12 +9,35 @@ input size and schedule: what every run of the study shares).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sard.reporting import box_floor, plot_method_bars, summarise_runs
 
-from .comparison import BASELINES, BUCKET_METRICS, METRICS, comparison_table
+from .comparison import BASELINES, BUCKET_METRICS, METRICS, comparison_settings, comparison_table
+
+
+def dataset_label(args: argparse.Namespace) -> str:
+    """The dataset as tables and figures name it, e.g. "synth (fragments 24-64 px)"."""
+    if args.dataset == "synth" and args.fragment_px:
+        return f"synth (fragments {args.fragment_px[0]:g}-{args.fragment_px[1]:g} px)"
+    if args.tile:
+        return f"{args.dataset} ({args.tile} px tiles)"
+    return args.dataset
+
+
+def label_and_setup(args: argparse.Namespace) -> Tuple[str, str]:
+    """(label, setup) of a study from compare_methods' flags, e.g. ("mnfinder (128 px tiles),
+    cpu scale", "teacher sam:tiny (...), student sam:tiny (...), 128 px, 4000 iterations x 2
+    images x 32 box prompts")."""
+    settings = comparison_settings(args)
+    setup = (
+        f"teacher {settings.teacher.describe()}, student {settings.student.describe()}, "
+        f"{args.image_size} px, {args.iters} iterations x {args.batch} images x {args.prompts} "
+        "box prompts"
+    )
+    return f"{dataset_label(args)}, {args.scale} scale", setup
 
 
 def teacher_versus_floor(teacher: Mapping, floor: Optional[Mapping[str, float]]) -> str:
