@@ -134,12 +134,19 @@ def parse_command(command: str) -> argparse.Namespace:
 
 
 def stand_in_outputs(command: str) -> None:
-    """Empty files for the ``output/...`` files ``command`` reads: earlier README commands write
-    them, and a tool may check that a given file exists while it parses."""
-    for word in command_argv(command)[1]:
-        if re.fullmatch(r"output/[\w./-]+\.\w+", word) and not os.path.exists(word):
+    """Stand-ins for the ``output/...`` files and folders ``command`` reads: earlier README
+    commands write them, and a tool may check that a given path exists while it parses. A
+    file name has an extension; a positional argument without one is a folder read (a study
+    folder); an option's value without one (``--out output/x``) is written, so left alone."""
+    argv = command_argv(command)[1]
+    for before, word in zip([""] + argv, argv):
+        if not re.fullmatch(r"output/[\w./-]+", word) or os.path.exists(word):
+            continue
+        if re.fullmatch(r".+\.\w+", os.path.basename(word)):
             os.makedirs(os.path.dirname(word), exist_ok=True)
             open(word, "wb").close()
+        elif not before.startswith("-"):
+            os.makedirs(word)
 
 
 def check_command(command: str) -> Optional[str]:

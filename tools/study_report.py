@@ -55,8 +55,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         path = Path(source)
         if not (path.is_dir() or path.is_file()):
             p.error(f"{source}: no such study folder or results file")
-        if path.is_dir() and not (path / "runs").is_dir():
-            p.error(f"{source}: not a study folder (no runs/ inside; compare_methods --out)")
     return args
 
 
@@ -70,6 +68,8 @@ def _read_json(path: Path) -> Dict:
 def read_source(source: str) -> Dict:
     """{"name", "runs", "teacher" (or None), "label", "setup", "unfinished"} of one SOURCE."""
     path = Path(source)
+    if path.is_dir() and not (path / "runs").is_dir():
+        raise MergeError(f"{source}: not a study folder (no runs/ inside; compare_methods --out)")
     if path.is_dir():
         study = _read_json(path / "results.json") if (path / "results.json").is_file() else {}
         runs, unfinished = [], []

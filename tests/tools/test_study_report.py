@@ -111,8 +111,8 @@ def test_bad_sources_are_named(report, tmp_path):
     with pytest.raises(SystemExit):
         report.parse_args([str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit):  # a folder that is no study
-        report.parse_args([str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="not a study folder"):
+        report.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     broken = tmp_path / "broken.json"
     broken.write_text('{"runs": [')
     with pytest.raises(ValueError, match="not valid JSON"):
