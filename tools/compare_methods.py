@@ -18,7 +18,9 @@ every (method, seed) an EfficientSAM-family student is trained with the same sch
 sard_EC (betas through config). Every run is a folder under OUT/runs; a run with results.json
 is skipped and one with checkpoints resumes, so a crash loses nothing. Writes OUT/table.md,
 OUT/buckets.md (small and crowded objects), OUT/results.json, OUT/bars.png and
-OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students). With
+OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students) for the
+runs of this call; tools/study_report.py reports every finished run of OUT (and of other
+folders of the same setting) as one table. With
 --transfer-to gravel (and --gravel-source) every trained model is also evaluated, unchanged,
 on the real gravel test image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer
 at no training cost.
