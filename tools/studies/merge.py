@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from sard.reporting.tables import BOX_FLOOR_PREFIX
+from sard.reporting.tables import box_floor
 
 from .comparison import METRICS
 from .report import label_and_setup
@@ -159,12 +159,17 @@ def check_settings(sources: Sequence[Dict]) -> None:
             )
 
 
+def same_scores(a: Dict, b: Dict) -> bool:
+    """Two metric dicts agree on METRICS (to 1e-6): the same run, or the same teacher."""
+    return all(abs(float(a[m]) - float(b[m])) <= 1e-6 for m in METRICS)
+
+
 def merged_teacher(sources: Sequence[Dict]) -> Optional[Dict]:
     """The sources' teacher record; teachers with different scores are different teachers."""
     found = [(s["name"], s["teacher"]) for s in sources if s["teacher"]]
     for name, teacher in found[1:]:
         a, b = found[0][1]["metrics"], teacher["metrics"]
-        if any(abs(float(a[m]) - float(b[m])) > 1e-6 for m in METRICS):
+        if not same_scores(a, b):
             raise MergeError(
                 f"the teachers of {found[0][0]} (mIoU {a['mIoU']:.2f}) and {name} "
                 f"(mIoU {b['mIoU']:.2f}) differ: their students learned from different "
@@ -214,14 +219,13 @@ def check_floors(tagged: Sequence[Tuple[str, Dict]]) -> int:
     first: Optional[Tuple[Dict[str, float], str, Dict]] = None
     missing = 0
     for name, record in tagged:
-        keys = [BOX_FLOOR_PREFIX + m for m in METRICS]
-        if not all(k in record["metrics"] for k in keys):
+        floor = box_floor([record], METRICS)  # the shared reader of box_* metrics
+        if floor is None:
             missing += 1
             continue
-        floor = {m: float(record["metrics"][k]) for m, k in zip(METRICS, keys)}
         if first is None:
             first = (floor, name, record)
-        elif any(abs(floor[m] - first[0][m]) > 1e-6 for m in METRICS):
+        elif not same_scores(floor, first[0]):
             raise MergeError(
                 f"{first[2]['method']} seed {first[2]['seed']} ({first[1]}) and "
                 f"{record['method']} seed {record['seed']} ({name}) were evaluated on different "
@@ -253,7 +257,7 @@ def merge(sources: Sequence[Dict]) -> Merged:
             if key in seen:
                 name, first = seen[key]
                 a, b = first["metrics"], record["metrics"]
-                if any(abs(float(a[m]) - float(b[m])) > 1e-6 for m in METRICS):
+                if not same_scores(a, b):
                     raise MergeError(
                         f"{key[0]} seed {key[1]} is in {name} (mIoU {a['mIoU']:.2f}) and in "
                         f"{source['name']} (mIoU {b['mIoU']:.2f}) with different scores: "
