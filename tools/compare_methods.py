@@ -16,13 +16,14 @@ The teacher (a SAM-family model twice the student's width and depth, METHOD "non
 every (method, seed) an EfficientSAM-family student is trained with the same schedule: none
 (scratch), kd, cwd, mgd, uniform, sard and SARD's W(i) ablations sard_E, sard_C, sard_D,
 sard_EC (betas through config). Every run is a folder under OUT/runs; a run with results.json
-is skipped and one with checkpoints resumes, so a crash loses nothing. Writes OUT/table.md,
-OUT/buckets.md (small and crowded objects), OUT/results.json, OUT/bars.png and
-OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students) for the
-runs of this call; tools/study_report.py reports every finished run of OUT (and of other
-folders of the same setting) as one table. With
---transfer-to gravel (and --gravel-source) every trained model is also evaluated, unchanged,
-on the real gravel test image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer
+is skipped and one with checkpoints resumes, so a crash loses nothing; OUT/results.json is
+rewritten after every finished run (its "pending" lists the runs left), so a stopped call can
+be reported as it stands. At the end it writes OUT/table.md, OUT/buckets.md (small and crowded
+objects), OUT/results.json, OUT/bars.png and OUT/efficiency.md (params, GFLOPs, latency and
+mIoU of the teacher and the students) for the runs of this call; tools/study_report.py reports
+every finished run of OUT (and of other folders of the same setting) as one table. With
+--transfer-to gravel (and --gravel-source) every trained model is also evaluated, unchanged, on
+the real gravel test image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer
 at no training cost.
 
 Datasets: synth = synthetic RockFrag generated under OUT/data (train/test); gravel = the real
@@ -344,9 +345,24 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"{args.iters} iterations each, {args.jobs} job(s)",
         flush=True,
     )
-    teacher, runs = run_all(settings, out, dataset)
-    print("[3/3] report", flush=True)
     label, setup = label_and_setup(args)
+
+    def progress(teacher: Optional[Dict], finished: List[Dict], pending: List[str]) -> None:
+        """results.json while the call runs: what study_report needs from a stopped study."""
+        write_results(
+            out,
+            dict(
+                label=label,
+                setup=setup,
+                settings=vars(args),
+                teacher=teacher,
+                runs=finished,
+                pending=pending,
+            ),
+        )
+
+    teacher, runs = run_all(settings, out, dataset, on_progress=progress)
+    print("[3/3] report", flush=True)
     summary, floor, table = write_report(out, label, setup, teacher, runs)
     eff_table, eff = efficiency_table(settings, out, dataset, teacher, summary, floor)
     (out / "efficiency.md").write_text(

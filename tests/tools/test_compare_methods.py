@@ -248,3 +248,35 @@ def test_arch_overrides_of_a_member(compare):
         with_arch(sam, "patch_size", 6)
     with pytest.raises(ValueError, match="decoder width must be a positive multiple of 16"):
         with_arch(sam, "decoder_dim", -16)
+
+
+def test_a_stopped_study_leaves_its_setting_and_finished_runs(
+    compare, tmp_path, monkeypatch, capsys, load_script
+):
+    """Stopped after the scratch run: results.json already holds label, setup, the teacher,
+    the finished run and what was pending, so study_report reports it as a study."""
+    import studies.comparison
+
+    trained = studies.comparison.train_run_job
+
+    def stop_at_sard(job):
+        if job["label"] == "sard":
+            raise KeyboardInterrupt  # Ctrl-C (or a killed machine) in the middle of the call
+        return trained(job)
+
+    monkeypatch.setattr(studies.comparison, "train_run_job", stop_at_sard)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        compare.main(["--out", str(out), *TINY])
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in saved["runs"]] == ["none"] and saved["pending"] == ["sard_seed0"]
+    assert saved["teacher"]["metrics"]["mIoU"] >= 0 and saved["setup"].startswith("teacher ")
+    capsys.readouterr()
+    report = load_script("tools/study_report.py").main([str(out), "--out", str(tmp_path / "r")])
+    assert report["setup"] == saved["setup"] and [r["method"] for r in report["runs"]] == ["none"]
+    assert "1 finished run(s) (1 unfinished left out)" in capsys.readouterr().out
+    # The call run again finishes the study; its results.json no longer lists anything pending.
+    monkeypatch.setattr(studies.comparison, "train_run_job", trained)
+    compare.main(["--out", str(out), *TINY])
+    saved = json.loads((out / "results.json").read_text())
+    assert "pending" not in saved and [r["method"] for r in saved["runs"]] == ["none", "sard"]

@@ -15,7 +15,7 @@ import os
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sard.reporting.efficiency import measure_inference
 from sard.reporting.plots import plot_method_bars
@@ -193,8 +193,19 @@ def teacher_weights_path(s: ComparisonSettings, out: Path) -> str:
     return str(out / "teacher" / "model_final.pth")
 
 
-def run_all(settings: ComparisonSettings, out: Path, dataset) -> Tuple[Dict, List[Dict]]:
-    """Teacher first (with the scratch runs alongside it when ``jobs`` > 1), then the rest."""
+def run_all(
+    settings: ComparisonSettings,
+    out: Path,
+    dataset,
+    on_progress: Optional[Callable[[Optional[Dict], List[Dict], List[str]], None]] = None,
+) -> Tuple[Dict, List[Dict]]:
+    """Teacher first (with the scratch runs alongside it when ``jobs`` > 1), then the rest.
+
+    ``on_progress(teacher, finished, pending)`` is called after the teacher and after every
+    run: the teacher's record (None until it is done), the finished runs' records in plan
+    order, and the run folder names still to finish; a study writes its results.json there,
+    so an interrupted call leaves its settings and finished runs behind.
+    """
     names = [f"{dataset[0]}_{s}" for s in dataset[2]]
     t_spec = teacher_spec(settings, names, out)
     t_dir = out / "teacher"
@@ -218,9 +229,10 @@ def run_all(settings: ComparisonSettings, out: Path, dataset) -> Tuple[Dict, Lis
     records: Dict[Tuple[str, int], Dict] = {}
     total = len(jobs) + 1
     done = [0]
+    teacher: Optional[Dict] = None
 
     def finished(key, record) -> None:
-        """Print one line per finished run, numbered."""
+        """Print one line per finished run, numbered; then ``on_progress``."""
         done[0] += 1
         m = record["metrics"]
         print(
@@ -228,6 +240,9 @@ def run_all(settings: ComparisonSettings, out: Path, dataset) -> Tuple[Dict, Lis
             f"({record['wall_s']:.0f} s)",
             flush=True,
         )
+        if on_progress is not None:
+            pending = [f"{meth}_seed{seed}" for meth, seed in jobs if (meth, seed) not in records]
+            on_progress(teacher, [records[k] for k in jobs if k in records], pending)
 
     if settings.jobs == 1:
         teacher = train_run_job(teacher_job)

@@ -98,6 +98,12 @@ def read_source(source: str) -> Dict:
                 runs.append(_read_json(record))
             else:
                 unfinished.append(run_dir.name)
+        # Runs a stopped call had not started have no folder yet: its results.json names them.
+        unfinished += [
+            name
+            for name in study.get("pending", [])
+            if name not in unfinished and not (path / "runs" / name / "results.json").is_file()
+        ]
         teacher_file = path / "teacher" / "results.json"
         teacher = _read_json(teacher_file) if teacher_file.is_file() else study.get("teacher")
     else:
