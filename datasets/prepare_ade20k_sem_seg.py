@@ -22,12 +22,17 @@ from sard.data.semantic import ade20k_to_train_ids
 from sard.user_errors import UserError, run_tool
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--root", default=os.path.join(datasets_root(), "ADEChallengeData2016"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     total = 0
     for split in ("training", "validation"):
         files = sorted(glob(os.path.join(args.root, "annotations", split, "*.png")))

@@ -23,12 +23,17 @@ from sard.data.semantic import cityscapes_ids_to_train_ids
 from sard.user_errors import UserError, run_tool
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--root", default=os.path.join(datasets_root(), "cityscapes"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     files = sorted(glob(os.path.join(args.root, "gtFine", "*", "*", "*_gtFine_labelIds.png")))
     if not files:
         raise UserError(

@@ -14,6 +14,7 @@ says its coordinates are pixels anyway. Nothing is written when a file is refuse
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from glob import glob
@@ -42,7 +43,8 @@ def find_pairs(folder: str):
     return pairs
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = converter_parser(
         __doc__,
         src="folder with X.geojson + X.<image> pairs",
@@ -61,7 +63,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="read the coordinates as pixels even if the file declares a crs",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     if not os.path.isdir(args.src):
         raise FileNotFoundError(f"--src: folder not found: {args.src}")
     stats = geojson_to_coco(

@@ -13,6 +13,7 @@ gravel_fh_{train,test} on `import sard.data`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -27,7 +28,8 @@ from sard.data.register import datasets_root  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = converter_parser(
         __doc__,
         src="folder with one sub-folder per split",
@@ -40,7 +42,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--min-area", type=int_range(1), default=1, help="skip instances under this many px"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     out = args.out or os.path.join(datasets_root(), os.path.basename(os.path.normpath(args.src)))
 
     def convert(split: str):

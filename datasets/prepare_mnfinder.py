@@ -24,7 +24,8 @@ from sard.data.register import datasets_root  # noqa: E402
 from sard.user_errors import UserError, run_tool  # noqa: E402
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -35,7 +36,11 @@ def main(argv=None) -> int:
         help="mnfinder package folder (default: found with importlib, not imported)",
     )
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     package_dir = args.package_dir or find_mnfinder_package()
     if package_dir is None:
         raise UserError("mnfinder is not installed; run: pip install --no-deps mnfinder")

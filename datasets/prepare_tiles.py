@@ -13,6 +13,7 @@ OUT gets the same layout, ready for `register_rockfrag`. See `sard.data.tiling`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -27,7 +28,8 @@ from sard.data.tiling import tile_coco_split  # noqa: E402
 from sard.user_errors import run_tool  # noqa: E402
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = converter_parser(
         __doc__,
         src="folder with <split>.json and <split>/",
@@ -38,10 +40,14 @@ def main(argv=None) -> int:
         "--min-area", type=int_range(1), default=4, help="smallest kept instance piece, px"
     )
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     missing = [s for s in args.splits if not os.path.isfile(os.path.join(args.src, f"{s}.json"))]
     if missing:
-        p.error(f"{args.src} has no {', '.join(s + '.json' for s in missing)}")
+        argument_parser().error(f"{args.src} has no {', '.join(s + '.json' for s in missing)}")
 
     def tile(split: str):
         return tile_coco_split(

@@ -7,9 +7,10 @@ patterns with ``[optional]`` parts are not commands and are left out.
 
 Checking one command (no work is started, nothing is written):
 
-1. the tool's own ``parse_args(argv)`` when its module has one, so the checks it makes after
-   parsing (conflicting flags, data flags) run too; otherwise the tool runs as ``__main__``
-   until its outermost ``ArgumentParser.parse*_args`` call returns, and is stopped there;
+1. the tool's ``parse_args(argv)`` where it has one (it parses and checks its flags after
+   parsing: conflicts, value ranges; checks that read files stay in ``main``, since earlier
+   commands would have written them), else ``argument_parser().parse_args(argv)``; a detectron2
+   script is checked with its built-in twin when detectron2 is absent (``DETECTRON2_STAND_INS``);
 2. when the parsed arguments hold ``config_file`` and ``opts``, the config is loaded with those
    overrides (``sard.config.load_config``): an unknown or renamed key fails.
 
@@ -28,7 +29,6 @@ import io
 import json
 import os
 import re
-import runpy
 import shlex
 import sys
 import tempfile
@@ -62,53 +62,9 @@ def command_argv(command: str) -> tuple[str, List[str]]:
     return os.path.join(REPO, words[1]), words[2:]
 
 
-class _Parsed(Exception):
-    """Raised by the patched parser: the tool got as far as parsing its arguments."""
-
-    def __init__(self, namespace: argparse.Namespace):
-        super().__init__("parsed")
-        self.namespace = namespace
-
-
-_PARSERS = (
-    "parse_args",
-    "parse_known_args",
-    "parse_intermixed_args",
-    "parse_known_intermixed_args",
-)
-
-
-def _parse_as_main(script: str, argv: List[str]) -> argparse.Namespace:
-    """Runs ``script`` as ``__main__`` until its outermost parse call returns, then stops it."""
-    originals = {name: getattr(argparse.ArgumentParser, name) for name in _PARSERS}
-    depth = [0]  # parse_args calls parse_known_args: only the outermost call stops the tool
-
-    def stopping(name):
-        def parse(self, *args, **kwargs):
-            depth[0] += 1
-            try:
-                result = originals[name](self, *args, **kwargs)
-            finally:
-                depth[0] -= 1
-            if depth[0] == 0:
-                raise _Parsed(result[0] if isinstance(result, tuple) else result)
-            return result
-
-        return parse
-
-    saved_argv = sys.argv
-    sys.argv = [script] + argv
-    for name in _PARSERS:
-        setattr(argparse.ArgumentParser, name, stopping(name))
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except _Parsed as parsed:
-        return parsed.namespace
-    finally:
-        for name, original in originals.items():
-            setattr(argparse.ArgumentParser, name, original)
-        sys.argv = saved_argv
-    raise AssertionError(f"{script} ended without parsing its arguments")
+# detectron2 scripts, and the built-in tool that takes the same flags (detectron2's
+# default_argument_parser's): without detectron2 their commands are checked with it.
+DETECTRON2_STAND_INS = {"projects/SARD/train_net.py": "tools/train_net.py"}
 
 
 def parse_command(command: str) -> argparse.Namespace:
@@ -116,6 +72,12 @@ def parse_command(command: str) -> argparse.Namespace:
     script, argv = command_argv(command)
     if not os.path.isfile(script):
         raise FileNotFoundError(f"no such tool: {script}")
+    stand_in = DETECTRON2_STAND_INS.get(os.path.relpath(script, REPO))
+    if stand_in:
+        from sard.config import detectron2_import_error
+
+        if detectron2_import_error():
+            script = os.path.join(REPO, stand_in)
     folder = os.path.dirname(script)
     if folder not in sys.path:
         sys.path.insert(0, folder)  # tools import their siblings as a script run would
@@ -125,12 +87,16 @@ def parse_command(command: str) -> argparse.Namespace:
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     if callable(getattr(module, "parse_args", None)):
-        saved_argv, sys.argv = sys.argv, [script] + argv  # the parser names the tool in errors
-        try:
-            return module.parse_args(argv)
-        finally:
-            sys.argv = saved_argv
-    return _parse_as_main(script, argv)
+        parse = module.parse_args
+    elif callable(getattr(module, "argument_parser", None)):
+        parse = module.argument_parser().parse_args
+    else:
+        raise AttributeError(f"{script} has neither parse_args(argv) nor argument_parser()")
+    saved_argv, sys.argv = sys.argv, [script] + argv  # the parser names the tool in errors
+    try:
+        return parse(argv)
+    finally:
+        sys.argv = saved_argv
 
 
 def stand_in_outputs(command: str) -> None:

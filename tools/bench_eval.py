@@ -70,7 +70,8 @@ def interleaved_best_times(
     return best, results
 
 
-def main(argv=None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int_range(8), default=512, help="image height and width")
     parser.add_argument(
@@ -83,7 +84,11 @@ def main(argv=None) -> None:
     add_timing_flags(parser, repeats=5, warmup=None, what="rounds of every method, the best kept")
     parser.add_argument("--dilation-ratio", type=float_range(0, 1, lo_open=True), default=0.02)
     parser.add_argument("--threads", type=int_range(1), default=1, help="OpenCV and torch threads")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = argument_parser().parse_args(argv)
     # OpenCV ignores OMP_NUM_THREADS and would otherwise parallelise only the full-image path.
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)

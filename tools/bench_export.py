@@ -79,8 +79,13 @@ def _inputs(student, args, generator):
     }
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of ``argv``, options and positionals in any order."""
+    return argument_parser().parse_intermixed_args(argv)
+
+
 def main(argv=None) -> int:
-    args = argument_parser().parse_intermixed_args(argv)
+    args = parse_args(argv)
     import torch
 
     from sard.export import export_student, load_runner, load_student

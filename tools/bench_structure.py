@@ -46,7 +46,8 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
     return run
 
 
-def main(argv=None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int_range(1), default=8)
     parser.add_argument("--channels", type=int_range(1), default=256)
@@ -66,7 +67,11 @@ def main(argv=None) -> None:
         help="implementations of the channel moments to time",
     )
     parser.add_argument("--threads", type=int_range(1), default=None, help="torch.set_num_threads")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = argument_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 

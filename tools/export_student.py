@@ -74,8 +74,13 @@ def argument_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of ``argv``, options and positionals in any order."""
+    return argument_parser().parse_intermixed_args(argv)
+
+
 def main(argv=None) -> int:
-    args = argument_parser().parse_intermixed_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from sard.export import export_student, load_student
     from sard.export.loading import config_resize_mode

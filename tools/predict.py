@@ -118,10 +118,16 @@ def read_prompts_json(path: str) -> dict:
     return coco
 
 
-def main(argv=None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of ``argv``, options and positionals in any order."""
     args = argument_parser().parse_intermixed_args(argv)
     if args.image_id is not None and args.image_id.lstrip("-").isdigit():
         args.image_id = int(args.image_id)  # COCO ids are integers; other ids stay strings
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from PIL import Image
     from tqdm import tqdm

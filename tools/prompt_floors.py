@@ -72,14 +72,21 @@ def argument_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The flags of ``argv`` (default: the command line), checked as far as they can be
+    without reading files; ``tests/readme_commands.py`` checks README commands with it."""
     p = argument_parser()
     args = p.parse_args(argv)
     if not 0 < args.dilation_ratio < 1:
         p.error(f"--dilation-ratio must be in (0, 1), got {args.dilation_ratio}")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
     for path in args.json:
         if not os.path.isfile(path):
-            p.error(f"--json {path}: no such file")
+            argument_parser().error(f"--json {path}: no such file")
     from sard.reporting.tables import BOX_FLOOR_LABEL
 
     results = {

@@ -173,8 +173,13 @@ def make_generator(args: argparse.Namespace):
     return generator, args.tile or predictor.transform.target_length
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of ``argv``, options and positionals in any order."""
+    return argument_parser().parse_intermixed_args(argv)
+
+
 def main(argv=None) -> int:
-    args = argument_parser().parse_intermixed_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 

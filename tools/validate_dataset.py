@@ -22,7 +22,8 @@ from sard.data.validate import format_report, resolve_dataset, validate_coco_dat
 from sard.user_errors import run_tool
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The tool's flags (``parse_args`` parses them)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -42,7 +43,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="accept image file_names outside the image folder (absolute paths, ../)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     json_file, image_root = resolve_dataset(args.dataset, args.image_root)
     report = validate_coco_dataset(
         json_file,

@@ -69,8 +69,14 @@ def launch_detectron2(args):
     launch_command_line(launch, main, args)
 
 
+def parse_args(argv: list[str] | None = None):
+    """detectron2's command line (``default_argument_parser``); ``tools/train_net.py`` takes the
+    same flags, plus --engine."""
+    return default_argument_parser().parse_args(argv)
+
+
 def run(argv=None) -> None:
-    launch_detectron2(default_argument_parser().parse_args(argv))
+    launch_detectron2(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from testkit import REPO
 
@@ -20,8 +22,17 @@ def _check(*paths: str) -> list[dict]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+READMES = [
+    "README.md",
+    "datasets/README.md",
+    "projects/SARD/README.md",
+    "weights/README.md",
+    *sorted(str(p.relative_to(REPO)) for p in Path(REPO, "docs").glob("**/README.md")),
+]
+
+
 def test_every_readme_command_parses():
-    report = _check(os.path.join(REPO, "README.md"), os.path.join(REPO, "datasets", "README.md"))
+    report = _check(*(os.path.join(REPO, r) for r in READMES))
     tools = {r["command"].split()[1] for r in report}
     # The READMEs show commands of these; an extractor that finds none would pass vacuously.
     assert len(report) >= 35 and {"tools/compare_methods.py", "tools/quickstart.py"} <= tools
@@ -32,8 +43,8 @@ def test_every_readme_command_parses():
 
 def test_renamed_flags_and_keys_are_caught(tmp_path):
     """Each way a README command can drift fails, and a good command in the same text passes:
-    a flag, a config key, a check the tool makes after parsing, and a flag of a tool that parses
-    inside its main (no parse_args function); a command wrapped over lines in prose counts."""
+    a flag, a config key, a check the tool makes after parsing, and a flag of a tool whose
+    parse_args wraps its argument_parser; a command wrapped over lines in prose counts."""
     text = (
         "Run `python tools/quickstart.py\n  --no-such-flag 3` first.\n\n"
         "```bash\npython tools/train_net.py --config-file configs/tiny/sam_p4_teacher_to_sam_p4_d64"
@@ -55,3 +66,19 @@ def test_renamed_flags_and_keys_are_caught(tmp_path):
     predict_error = [e for c, e in errors.items() if c.startswith("python tools/predict.py")][0]
     assert predict_error and "--no-such-flag" in predict_error
     assert errors["python tools/prompt_floors.py --json output/x/test.json | tee log"] is None
+
+
+def test_every_tool_exposes_its_parser():
+    """readme_commands checks a command through its tool's parse_args(argv) or
+    argument_parser(): a tool with neither (say, a parser built inside main) would leave its
+    README commands unchecked."""
+    folders = ("tools", "datasets", "projects/SARD")
+    scripts = [p for d in folders for p in Path(REPO, d).glob("*.py")]
+    tools = [p for p in scripts if 'if __name__ == "__main__":' in p.read_text()]
+    assert len(tools) >= 30
+    missing = [
+        str(p.relative_to(REPO))
+        for p in tools
+        if not re.search(r"^def (parse_args|argument_parser)\(", p.read_text(), flags=re.M)
+    ]
+    assert not missing, f"tools without a module-level parse_args or argument_parser: {missing}"
