@@ -44,7 +44,7 @@ def find_pairs(folder: str):
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """The tool's flags (``parse_args`` parses them)."""
+    """The tool's flags."""
     p = converter_parser(
         __doc__,
         src="folder with X.geojson + X.<image> pairs",

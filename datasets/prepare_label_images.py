@@ -29,7 +29,7 @@ from sard.user_errors import run_tool  # noqa: E402
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """The tool's flags (``parse_args`` parses them)."""
+    """The tool's flags."""
     p = converter_parser(
         __doc__,
         src="folder with one sub-folder per split",

@@ -25,7 +25,7 @@ from sard.user_errors import UserError, run_tool  # noqa: E402
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """The tool's flags (``parse_args`` parses them)."""
+    """The tool's flags."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -3,13 +3,15 @@ tool it names, so that a renamed flag or config key cannot leave a README comman
 
 A command is a line of a fenced block, with its ``\\`` continuations joined, or an inline code
 span (which may wrap over lines in the Markdown source) that starts with ``python``. Usage
-patterns with ``[optional]`` parts are not commands and are left out.
+patterns with ``[optional]`` parts (outside quotes) are not commands and are left out;
+``VAR=value`` prefixes are dropped.
 
 Checking one command (no work is started, nothing is written):
 
 1. the tool's ``parse_args(argv)`` where it has one (it parses and checks its flags after
-   parsing: conflicts, value ranges; checks that read files stay in ``main``, since earlier
-   commands would have written them), else ``argument_parser().parse_args(argv)``; a detectron2
+   parsing: conflicts, value ranges; most checks that read files stay in ``main``, and
+   ``stand_in_outputs`` stands in for the ones a command reads from earlier commands), else
+   ``argument_parser().parse_args(argv)``; a detectron2
    script is checked with its built-in twin when detectron2 is absent (``DETECTRON2_STAND_INS``);
 2. when the parsed arguments hold ``config_file`` and ``opts``, the config is loaded with those
    overrides (``sard.config.load_config``): an unknown or renamed key fails.
@@ -49,7 +51,13 @@ def readme_commands(text: str) -> List[str]:
             found.append(line.strip())
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     found += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
-    return [c for c in found if re.match(r"python [\w/]+\.py\b", c) and "[" not in c]
+    commands = []
+    for c in found:
+        c = re.sub(r"^(\w+=\S+\s+)+", "", c)  # VAR=value prefixes set the environment only
+        unquoted = re.sub(r"\"[^\"]*\"|'[^']*'", "", c)  # a quoted glob's [0-9] is no option
+        if re.match(r"python [\w/]+\.py\b", c) and "[" not in unquoted:
+            commands.append(c)
+    return commands
 
 
 def command_argv(command: str) -> tuple[str, List[str]]:
@@ -77,6 +85,8 @@ def parse_command(command: str) -> argparse.Namespace:
         from sard.config import detectron2_import_error
 
         if detectron2_import_error():
+            if any(a == "--engine" or a.startswith("--engine=") for a in argv):
+                raise SystemExit(f"{script}: --engine is tools/train_net.py's flag, not this one's")
             script = os.path.join(REPO, stand_in)
     folder = os.path.dirname(script)
     if folder not in sys.path:
@@ -128,6 +138,8 @@ def check_command(command: str) -> Optional[str]:
     except SystemExit as exit_info:
         if exit_info.code in (0, None):
             return None
+        if isinstance(exit_info.code, str):  # sys.exit("message")
+            return exit_info.code
         return stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue() else "exit"
     except Exception as error:  # noqa: BLE001 - any rejection is the finding
         return f"{type(error).__name__}: {error}"

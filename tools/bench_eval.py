@@ -71,7 +71,7 @@ def interleaved_best_times(
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """The tool's flags (``parse_args`` parses them)."""
+    """The tool's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int_range(8), default=512, help="image height and width")
     parser.add_argument(

@@ -47,7 +47,7 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """The tool's flags (``parse_args`` parses them)."""
+    """The tool's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int_range(1), default=8)
     parser.add_argument("--channels", type=int_range(1), default=256)

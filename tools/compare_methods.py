@@ -348,18 +348,22 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     label, setup = label_and_setup(args)
 
     def progress(teacher: Optional[Dict], finished: List[Dict], pending: List[str]) -> None:
-        """results.json while the call runs: what study_report needs from a stopped study."""
-        write_results(
-            out,
-            dict(
-                label=label,
-                setup=setup,
-                settings=vars(args),
-                teacher=teacher,
-                runs=finished,
-                pending=pending,
-            ),
-        )
+        """results.json while the call runs: what study_report needs from a stopped study.
+        A failed write (full disk) is said, not raised: the runs keep their own results."""
+        try:
+            write_results(
+                out,
+                dict(
+                    label=label,
+                    setup=setup,
+                    settings=vars(args),
+                    teacher=teacher,
+                    runs=finished,
+                    pending=pending,
+                ),
+            )
+        except OSError as e:
+            print(f"warning: {out}/results.json not updated ({e}); training goes on", flush=True)
 
     teacher, runs = run_all(settings, out, dataset, on_progress=progress)
     print("[3/3] report", flush=True)

@@ -275,6 +275,8 @@ def test_a_stopped_study_leaves_its_setting_and_finished_runs(
     report = load_script("tools/study_report.py").main([str(out), "--out", str(tmp_path / "r")])
     assert report["setup"] == saved["setup"] and [r["method"] for r in report["runs"]] == ["none"]
     assert "1 finished run(s) (1 unfinished left out)" in capsys.readouterr().out
+    load_script("tools/study_report.py").main([str(out / "results.json"), "--out", str(out / "r")])
+    assert "1 finished run(s) (1 unfinished left out)" in capsys.readouterr().out
     # The call run again finishes the study; its results.json no longer lists anything pending.
     monkeypatch.setattr(studies.comparison, "train_run_job", trained)
     compare.main(["--out", str(out), *TINY])

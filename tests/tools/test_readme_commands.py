@@ -43,8 +43,9 @@ def test_every_readme_command_parses():
 
 def test_renamed_flags_and_keys_are_caught(tmp_path):
     """Each way a README command can drift fails, and a good command in the same text passes:
-    a flag, a config key, a check the tool makes after parsing, and a flag of a tool whose
-    parse_args wraps its argument_parser; a command wrapped over lines in prose counts."""
+    a flag, a config key, a check the tool makes after parsing, a flag of a tool whose
+    parse_args wraps its argument_parser and of one with argument_parser only, and a flag the
+    detectron2 script lacks; a command wrapped over lines in prose counts."""
     text = (
         "Run `python tools/quickstart.py\n  --no-such-flag 3` first.\n\n"
         "```bash\npython tools/train_net.py --config-file configs/tiny/sam_p4_teacher_to_sam_p4_d64"
@@ -52,13 +53,22 @@ def test_renamed_flags_and_keys_are_caught(tmp_path):
         "python tools/quickstart.py --teacher-patch 8\n"
         "python tools/predict.py img.png --config-file configs/tiny/sam_p4_teacher_to_sam_p4_d64"
         ".yaml --no-such-flag\n"
-        "python tools/prompt_floors.py --json output/x/test.json | tee log\n```\n"
+        "python tools/prompt_floors.py --json output/x/test.json | tee log\n"
+        "DETECTRON2_DATASETS=d python tools/validate_dataset.py d.json --no-such-flag\n"
+        'python tools/validate_dataset.py "a[1].json" --no-read-images\n'
+        "python projects/SARD/train_net.py --engine sard --config-file configs/tiny/"
+        "sam_p4_teacher_to_sam_p4_d64.yaml\n```\n"
         "Usage: `python tools/predict.py IMAGE [--grid N]` is a pattern, not a command.\n"
     )
     readme = tmp_path / "README.md"
     readme.write_text(text)
     errors = {r["command"]: r["error"] for r in _check(str(readme))}
-    assert len(errors) == 5, errors
+    assert len(errors) == 8, errors
+    # a tool with argument_parser() only, after an environment prefix; a quoted [ is no pattern
+    assert "--no-such-flag" in errors["python tools/validate_dataset.py d.json --no-such-flag"]
+    assert errors['python tools/validate_dataset.py "a[1].json" --no-read-images'] is None
+    project = [e for c, e in errors.items() if c.startswith("python projects/")][0]
+    assert project and "--engine" in project  # tools/train_net.py's flag, not detectron2's
     assert "--no-such-flag" in errors["python tools/quickstart.py --no-such-flag 3"]
     key_error = [e for c, e in errors.items() if "NO_SUCH_KEY" in c][0]
     assert key_error and "NO_SUCH_KEY" in key_error

@@ -110,7 +110,11 @@ def read_source(source: str) -> Dict:
         study = _read_json(path)
         if not isinstance(study.get("runs"), list):
             raise MergeError(f"{source}: no list of runs under 'runs' (not a study's results)")
-        runs, unfinished, teacher = study["runs"], [], study.get("teacher")
+        runs, unfinished, teacher = (
+            study["runs"],
+            list(study.get("pending", [])),
+            study.get("teacher"),
+        )
     for record in runs:
         missing = [k for k in ("method", "seed", "metrics") if k not in record]
         if missing:
