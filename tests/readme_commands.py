@@ -11,8 +11,8 @@ Checking one command (no work is started, nothing is written):
 1. the tool's ``parse_args(argv)`` where it has one (it parses and checks its flags after
    parsing: conflicts, value ranges; most checks that read files stay in ``main``, and
    ``stand_in_outputs`` stands in for the ones a command reads from earlier commands), else
-   ``argument_parser().parse_args(argv)``; a detectron2
-   script is checked with its built-in twin when detectron2 is absent (``DETECTRON2_STAND_INS``);
+   ``argument_parser().parse_args(argv)``; a detectron2 script is checked with its built-in
+   twin when detectron2 is absent (``DETECTRON2_STAND_INS``);
 2. when the parsed arguments hold ``config_file`` and ``opts``, the config is loaded with those
    overrides (``sard.config.load_config``): an unknown or renamed key fails.
 

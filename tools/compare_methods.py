@@ -346,6 +346,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         flush=True,
     )
     label, setup = label_and_setup(args)
+    # label and setup: what tools/study_report.py checks before merging
+    recorded = dict(label=label, setup=setup, settings=vars(args))
 
     def progress(teacher: Optional[Dict], finished: List[Dict], pending: List[str]) -> None:
         """results.json while the call runs: what study_report needs from a stopped study.
@@ -353,14 +355,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         try:
             write_results(
                 out,
-                dict(
-                    label=label,
-                    setup=setup,
-                    settings=vars(args),
-                    teacher=teacher,
-                    runs=finished,
-                    pending=pending,
-                ),
+                dict(recorded, teacher=teacher, runs=finished, pending=pending),
             )
         except OSError as e:
             print(f"warning: {out}/results.json not updated ({e}); training goes on", flush=True)
@@ -378,9 +373,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         print(f"[3/3] transfer: every run evaluated on {target}", flush=True)
         table += "\n" + transfer(settings, transfer_settings(args), out, dataset, teacher, runs)
     payload = {
-        "label": label,  # label and setup: what tools/study_report.py checks before merging
-        "setup": setup,
-        "settings": vars(args),
+        **recorded,
         "teacher": teacher,
         "runs": runs,
         "summary": summary,

@@ -241,7 +241,7 @@ def run_all(
             flush=True,
         )
         if on_progress is not None:
-            pending = [f"{meth}_seed{seed}" for meth, seed in jobs if (meth, seed) not in records]
+            pending = [Path(student_jobs[k]["run_dir"]).name for k in jobs if k not in records]
             on_progress(teacher, [records[k] for k in jobs if k in records], pending)
 
     if settings.jobs == 1:
