@@ -18,10 +18,12 @@ every (method, seed) an EfficientSAM-family student is trained with the same sch
 sard_EC (betas through config). Every run is a folder under OUT/runs; a run with results.json
 is skipped and one with checkpoints resumes, so a crash loses nothing; OUT/results.json is
 rewritten after every finished run (its "pending" lists the runs left), so a stopped call can
-be reported as it stands. At the end it writes OUT/table.md, OUT/buckets.md (small and crowded
-objects), OUT/results.json, OUT/bars.png and OUT/efficiency.md (params, GFLOPs, latency and
-mIoU of the teacher and the students) for the runs of this call; tools/study_report.py reports
-every finished run of OUT (and of other folders of the same setting) as one table. With
+be reported as it stands. One call writes into OUT at a time: a second call on the same folder
+is refused while the first runs (use another --out and study_report). At the end it writes
+OUT/table.md, OUT/buckets.md (small and crowded objects), OUT/results.json, OUT/bars.png and
+OUT/efficiency.md (params, GFLOPs, latency and mIoU of the teacher and the students) for the
+runs of this call; tools/study_report.py reports every finished run of OUT (and of other
+folders of the same setting) as one table. With
 --transfer-to gravel (and --gravel-source) every trained model is also evaluated, unchanged, on
 the real gravel test image (OUT/transfer_gravel.md/.json/.png): synthetic-to-real transfer
 at no training cost.

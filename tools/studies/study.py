@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .output_lock import FolderInUseError, claim_output_folder
+
 # The checkout's configs/ folder, next to tools/ (studies run from a checkout, never installed).
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 TINY_SAM_CONFIG = str(CONFIGS_DIR / "tiny" / "sam_tiny_to_efficientsam_tiny.yaml")
@@ -345,10 +347,15 @@ def start_study_process(threads: int) -> None:
 
 def start_study(threads: int, out: str) -> Path:
     """A study tool's start: ``start_study_process(threads)``, then its output folder ``out``,
-    made if missing; returns it."""
+    made if missing and claimed for this process (``claim_output_folder``: a second study
+    writing into it at the same time is refused: the tool exits with the reason); returns it."""
     start_study_process(threads)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        claim_output_folder(folder)
+    except FolderInUseError as e:
+        raise SystemExit(f"error: {e}") from None
     return folder
 
 
