@@ -67,3 +67,14 @@ def test_a_folder_in_use_by_another_study_is_refused_until_it_ends(tmp_path, mon
     monkeypatch.setattr(output_lock, "_HELD", {})
     with pytest.raises(output_lock.FolderInUseError):
         output_lock.claim_output_folder(out)
+
+
+def test_a_file_system_without_locks_warns_and_lets_the_study_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(output_lock, "_HELD", {})
+
+    def refuse(fd, op):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(output_lock.fcntl, "flock", refuse)
+    with pytest.warns(UserWarning, match="no study lock"):
+        assert start_study(1, str(tmp_path / "nfs")) == tmp_path / "nfs"

@@ -4,12 +4,14 @@ Two calls writing into the same folder at once would train the same run folders 
 overwrite each other's OUT/results.json. The lock is ``fcntl.flock`` on an open file, so the
 kernel releases it when the process ends, however it ends: a crash or ``kill -9`` leaves no
 stale lock to clean up. The file keeps the holder's pid for the error message. Where ``fcntl``
-is missing (Windows) studies run unlocked.
+is missing (Windows) or the file system refuses locks, studies run unlocked (with a warning
+for the latter).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import IO, Dict
 
@@ -52,6 +54,11 @@ def claim_output_folder(folder: Path) -> None:
             "Wait for it to end, or give this call another --out and merge the folders with "
             "tools/study_report.py"
         ) from None
+    except OSError as e:
+        # A file system without locks (some network mounts): the study still runs, unguarded.
+        handle.close()
+        warnings.warn(f"{folder}: no study lock ({e}); run one study per folder at a time")
+        return
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
