@@ -31,8 +31,16 @@ def _hold(folder) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout.readline().strip() == "claimed"
+    if proc.stdout.readline().strip() != "claimed":
+        _end(proc)
+        pytest.fail("the holder process did not claim the folder")
     return proc
+
+
+def _end(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
 
 
 def test_a_folder_in_use_by_another_study_is_refused_until_it_ends(tmp_path, monkeypatch):
@@ -49,8 +57,7 @@ def test_a_folder_in_use_by_another_study_is_refused_until_it_ends(tmp_path, mon
         # Another folder is free meanwhile.
         assert start_study(1, str(tmp_path / "other")) == tmp_path / "other"
     finally:
-        holder.kill()
-        holder.wait()
+        _end(holder)
     # A killed holder leaves no stale lock: the kernel released it with the process.
     deadline = time.monotonic() + 10
     while True:
@@ -64,9 +71,12 @@ def test_a_folder_in_use_by_another_study_is_refused_until_it_ends(tmp_path, mon
     assert start_study(1, str(out)) == out
     # flock belongs to the open file: without the per-process registry, this very process
     # would lock itself out.
+    held = output_lock._HELD  # keeps this process's lock open while the registry is emptied
     monkeypatch.setattr(output_lock, "_HELD", {})
     with pytest.raises(output_lock.FolderInUseError):
         output_lock.claim_output_folder(out)
+    for handle in held.values():
+        handle.close()
 
 
 def test_a_file_system_without_locks_warns_and_lets_the_study_run(tmp_path, monkeypatch):

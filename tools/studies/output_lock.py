@@ -3,7 +3,8 @@
 Two calls writing into the same folder at once would train the same run folders twice and
 overwrite each other's OUT/results.json. The lock is ``fcntl.flock`` on an open file, so the
 kernel releases it when the process ends, however it ends: a crash or ``kill -9`` leaves no
-stale lock to clean up. The file keeps the holder's pid for the error message. Where ``fcntl``
+stale lock to clean up (forked children, e.g. data-loader workers, share it and drop it when
+they end). The file keeps the holder's pid for the error message. Where ``fcntl``
 is missing (Windows) or the file system refuses locks, studies run unlocked (with a warning
 for the latter).
 """
