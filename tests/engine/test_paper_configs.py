@@ -14,6 +14,7 @@ new; their configs are still loaded and resolved by tests/engine/test_contract.p
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -66,6 +67,9 @@ def official_weights(tmp_path_factory):
         return made[key]
 
     yield get
+    # 4.4 GB of random SAM-H, ViT-L and Swin-L weights: pytest keeps its last three temp trees,
+    # so leaving them would hold ~13 GB of a developer's disk.
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
