@@ -4,8 +4,9 @@ Its ``tools/train_net.py`` block is read from the "How far do images alone get m
 run unchanged in a folder laid out as the quickstart leaves it: ``configs/``, ``tools/`` and
 ``weights/`` (the shipped teacher the config names) and ``output/quickstart/data/synth_128px``
 (2 train and 2 test images with their COCO files: every unlabeled input costs the teacher
-256 point prompts through its mask decoder, 10-20 s of CPU here, so the set is kept minimal). The study commands of the section are run
-at a minuscule size by tests/tools/test_label_free_study.py.
+256 point prompts through its mask decoder, 10-20 s of CPU here, so the set is kept minimal).
+The study commands of the section are run at a minuscule size by
+tests/tools/test_label_free_study.py.
 """
 
 from __future__ import annotations
