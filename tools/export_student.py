@@ -94,6 +94,7 @@ def main(argv=None) -> int:
         tolerance=args.tolerance,
         opset=args.opset,
         seed=args.seed,
+        multimask=cfg.MODEL.SARD.MULTIMASK_OUTPUT,
     )
     print("\n".join(report.lines()))
     print(f"manifest: {report.manifest}")

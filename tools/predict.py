@@ -7,7 +7,8 @@
 Prompts: with --prompts-json, one prompt per annotation of IMAGE in that COCO file (its box, or
 with --prompt point its most interior pixel); with --grid N, an N x N grid of foreground points
 (duplicates of one object are then merged by mask-IoU suppression, --nms-iou). Each prompt gives
-the best of the student's three masks by predicted IoU.
+the best of the student's three masks by predicted IoU, or its single mask when the config's
+MODEL.SARD.MULTIMASK_OUTPUT trained that one (see sard/multimask.py).
 
 Writes DIR/<image stem>_overlay.png (masks tinted and outlined, prompts in white) and
 DIR/<image stem>_results.json (COCO results: image_id, category_id, segmentation as compressed

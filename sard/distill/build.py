@@ -153,14 +153,15 @@ def teacher_cache_identity(
 
 def pseudo_label_identity(cfg: CfgNode, teacher: nn.Module, resize_mode: str) -> Dict:
     """What pseudo-masks depend on besides the model input: the teacher
-    (``_teacher_identity``), the mapper's resize mode and every MODEL.SARD.PSEUDO_LABELS setting that changes masks.
-    """
+    (``_teacher_identity``), the mapper's resize mode, the multimask mode (one mask or three
+    per point) and every MODEL.SARD.PSEUDO_LABELS setting that changes masks."""
     from .pseudo_labels import PseudoLabelSettings
 
     node = cfg.MODEL.SARD.PSEUDO_LABELS
     return {
         **_teacher_identity(cfg, teacher),
         "resize_mode": resize_mode,
+        "multimask": cfg.MODEL.SARD.MULTIMASK_OUTPUT,
         "pseudo_labels": PseudoLabelSettings.from_cfg(cfg).identity(node),
     }
 
@@ -184,6 +185,7 @@ def build_pseudo_labeler(cfg: CfgNode, teacher: nn.Module):
         PromptSettings.from_cfg(cfg),
         mode,
         PseudoLabelStore(directory, identity),
+        multimask=cfg.MODEL.SARD.MULTIMASK_OUTPUT,
     )
 
 

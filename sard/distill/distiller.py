@@ -34,12 +34,10 @@ import torch.nn as nn
 from sard.data.image_folder import UNLABELED_KEY
 from sard.losses import resize_labels, resize_to
 from sard.models.base import Prompts, encode
-from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
+from sard.multimask import check_multimask_mode, use_multimask
 
 from .batching import collate_prompts, stack_images
 from .teacher_cache import TeacherCache, image_key, stack_entries
-
-MULTIMASK_MODES = ("always", "never", "auto")
 
 
 class SARDDistiller(nn.Module):
@@ -88,9 +86,7 @@ class SARDDistiller(nn.Module):
         pseudo_labeler=None,
     ) -> None:
         super().__init__()
-        if multimask not in MULTIMASK_MODES:
-            raise ValueError(f"multimask must be one of {MULTIMASK_MODES}, got {multimask!r}")
-        self.multimask = multimask
+        self.multimask = check_multimask_mode(multimask)
         if method != "none" and (teacher is None or distill_loss is None):
             raise ValueError(f"method {method!r} needs a teacher and a distillation loss")
         if pseudo_labeler is not None and teacher is None:
@@ -115,15 +111,9 @@ class SARDDistiller(nn.Module):
         self.pseudo_labeler = pseudo_labeler
 
     def use_multimask(self, labels: torch.Tensor) -> bool:
-        """Whether prompts with these labels (..., N) are decoded into 3 masks (``multimask``);
-        "auto" follows SAM: only when every prompt is a single point (no box corners)."""
-        if self.multimask != "auto":
-            return self.multimask == "always"
-        real = labels != LABEL_PAD
-        single_point = (real.sum(dim=-1) == 1) & ~(
-            (labels == LABEL_BOX_TL) | (labels == LABEL_BOX_BR)
-        ).any(dim=-1)
-        return bool(single_point.all())
+        """Whether prompts with these labels (..., N) are decoded into 3 masks: the rule of
+        ``sard.multimask.use_multimask`` under ``multimask``."""
+        return use_multimask(self.multimask, labels)
 
     @property
     def device(self) -> torch.device:

@@ -113,8 +113,12 @@ def _embedded_predictor_class():
     from sard.export.predictor import SardPredictor
 
     class EmbeddedPredictor(SardPredictor):
-        def __init__(self, model: nn.Module, resize_mode: str, chunk_size: int) -> None:
-            super().__init__(model, resize_mode=resize_mode, chunk_size=chunk_size)
+        def __init__(
+            self, model: nn.Module, resize_mode: str, chunk_size: int, multimask: str
+        ) -> None:
+            super().__init__(
+                model, resize_mode=resize_mode, chunk_size=chunk_size, multimask=multimask
+            )
             self.given: Optional[Tuple[Tuple[int, int], torch.Tensor]] = None
             self.encoder_runs = 0
 
@@ -138,7 +142,8 @@ class PseudoLabeler:
     prompts and targets (see the module docstring).
 
     ``teacher``: the promptable teacher (a ``FrozenTeacher`` or the bare model); ``resize_mode``:
-    the mapper's. Counters: ``encoder_runs`` (teacher image-encoder passes made here),
+    the mapper's; ``multimask``: how the teacher was trained (MODEL.SARD.MULTIMASK_OUTPUT: a
+    teacher trained "never" labels with its single mask, see ``sard.multimask``). Counters: ``encoder_runs`` (teacher image-encoder passes made here),
     ``labelled`` (inputs segmented), ``masks`` (pseudo-masks kept in total).
     """
 
@@ -149,8 +154,10 @@ class PseudoLabeler:
         prompts: PromptSettings,
         resize_mode: str,
         store: Optional[PseudoLabelStore] = None,
+        multimask: str = "always",
     ) -> None:
         self.teacher = teacher
+        self.multimask = multimask
         self.settings = settings
         self.prompts = prompts
         self.resize_mode = resize_mode
@@ -202,7 +209,7 @@ class PseudoLabeler:
             embedding = feats["image_embedding"][0]
             self.encoder_runs += 1
         predictor = _embedded_predictor_class()(
-            self.model, self.resize_mode, self.settings.points_per_batch
+            self.model, self.resize_mode, self.settings.points_per_batch, self.multimask
         )
         # float16, as the teacher cache stores it: the same masks whether cached or not.
         predictor.given = (hw, embedding.detach().to(torch.float16).float()[None])

@@ -6,7 +6,8 @@ boxes, stability score, RLE, crop-edge filter; ``postprocess_small_regions``), o
 predictor differs. For every crop (the whole image, plus ``crop_n_layers`` layers of smaller
 crops):
 
-1. a grid of single foreground points, ``points_per_batch`` at a time, three masks each;
+1. a grid of single foreground points, ``points_per_batch`` at a time, three masks each (one
+   for a student trained with MODEL.SARD.MULTIMASK_OUTPUT "never": see ``sard.multimask``);
 2. keep masks with predicted IoU > ``pred_iou_thresh`` and stability score
    IoU(logits > +offset, logits > -offset) >= ``stability_score_thresh``;
 3. binarise at the predictor's ``mask_threshold`` (0), drop masks whose box lies within 20 px of
@@ -53,7 +54,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 from sard.amg_settings import OUTPUT_MODES, AmgSettings
 
 from .checks import check_image
-from .predictor import SardPredictor
+from .predictor import SardPredictor, trained_multimask
 
 RECORD_KEYS = (
     "segmentation",
@@ -240,14 +241,19 @@ class SardAutomaticMaskGenerator:
         crop_box: List[int],
         hw: Tuple[int, int],
     ) -> MaskData:
-        """Three masks per point, filtered by predicted IoU, stability and crop edges."""
+        """Three masks per point (one for a student trained on its single mask), filtered by
+        predicted IoU, stability and crop edges."""
         predictor = self.predictor
         coords = torch.as_tensor(
             predictor.transform.apply_coords(points, crop_hw), device=predictor.device
         )
-        labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
+        labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)[:, None]
+        # SAM decodes 3 masks per point; a student trained on its single mask decodes that one.
         logits, iou_preds, _ = predictor.predict_torch(
-            coords[:, None, :], labels[:, None], multimask_output=True, return_logits=True
+            coords[:, None, :],
+            labels,
+            multimask_output=trained_multimask(predictor, labels),
+            return_logits=True,
         )
         per_point = logits.shape[1]
         data = MaskData(

@@ -115,13 +115,16 @@ def export_student(
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     count_parameters: bool = True,
+    multimask: str = "always",
 ) -> ExportReport:
     """Write the student's graphs (see ``sard.export.graphs``) and ``manifest.json`` to
     ``out_dir``, run each file on random inputs, compare with PyTorch, return the report.
 
     resize_mode: how images reach the graph (the training mapper's mode; default the family's:
     "longest_pad" SAM, "stretch" EfficientSAM, "fit_pad" semantic). Export and verification run
-    on the CPU in eval mode (a student on another device is copied, not moved).
+    on the CPU in eval mode (a student on another device is copied, not moved). multimask: how
+    the student was trained (MODEL.SARD.MULTIMASK_OUTPUT); the manifest says which mask output to
+    read (every graph returns all four).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -148,7 +151,14 @@ def export_student(
     if params is not None:
         param_info = {"student": params.student, "used": params.used, "exported": params.saved}
     manifest = build_manifest(
-        student, specs, list(files.values()), fmt, resize_mode, verification, param_info
+        student,
+        specs,
+        list(files.values()),
+        fmt,
+        resize_mode,
+        verification,
+        param_info,
+        multimask=multimask,
     )
     manifest_path = write_manifest(manifest, out_dir)
     return ExportReport(fmt, files, manifest_path, cases, params, tolerance)

@@ -65,6 +65,16 @@ def _io(spec: GraphSpec, names: Sequence[str], tensors: Sequence) -> List[Dict]:
     return rows
 
 
+# Which output to read, by MODEL.SARD.MULTIMASK_OUTPUT (sard.multimask): a student trained on
+# its single mask never trained outputs 1-3, so their masks and IoUs are noise.
+PICK_TEXT = {
+    "always": "read the multimask output (1-3) with the highest predicted IoU",
+    "never": "read output 0 (trained on its single mask: outputs 1-3 are untrained)",
+    "auto": "for a prompt of one point read the multimask output (1-3) with the highest "
+    "predicted IoU, for any other prompt output 0 (SAM's rule, as trained)",
+}
+
+
 def _mean_std(student: nn.Module) -> Dict[str, Any]:
     mean = [round(float(v), 6) for v in student.pixel_mean.flatten()]
     std = [round(float(v), 6) for v in student.pixel_std.flatten()]
@@ -83,8 +93,11 @@ def build_manifest(
     resize_mode: str,
     verification: Dict[str, Any],
     parameters: Dict[str, Any],
+    *,
+    multimask: str = "always",
 ) -> Dict[str, Any]:
-    """The manifest as a dict (see the module docstring)."""
+    """The manifest as a dict (see the module docstring); ``multimask`` (how the student was
+    trained, ``sard.multimask``) decides which mask output ``outputs.iou_pred`` tells to read."""
     graphs = {}
     for spec, path in zip(specs, files):
         with torch.no_grad():
@@ -137,7 +150,8 @@ def build_manifest(
                 "multimask outputs; upsample bilinearly (SAM) / bicubically (EfficientSAM) to "
                 "S x S, crop to input_hw, resize to the original size, threshold at 0"
             ),
-            "iou_pred": "(B, Q, 4): predicted IoU of each mask; pick the best multimask output",
+            "iou_pred": "(B, Q, 4): predicted IoU of each mask; " + PICK_TEXT[multimask],
+            "multimask": multimask,
         }
     else:
         kind = getattr(student, "sem_logits_kind", "logits")

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sard.models.base import PROMPTABLE_FAMILIES, Prompts, encode
+from sard.multimask import check_multimask_mode, use_multimask
 from sard.prompt_labels import LABEL_BOX_BR, LABEL_BOX_TL, LABEL_PAD
 
 from .checks import check_image, check_inside, check_labels, check_points
@@ -40,7 +41,9 @@ class SardPredictor:
 
     Attributes as SamPredictor: ``model``, ``transform``, ``is_image_set``, ``features``,
     ``original_size`` (H, W), ``input_size`` (h', w') before padding, ``device``,
-    ``mask_threshold`` (0.0).
+    ``mask_threshold`` (0.0). ``multimask``: how the model was trained (MODEL.SARD.
+    MULTIMASK_OUTPUT, see ``sard.multimask``); ``multimask_output=None`` (the default of
+    ``predict`` and ``predict_torch``) decodes as it was trained, True / False as SAM does.
     """
 
     mask_threshold = 0.0
@@ -51,6 +54,7 @@ class SardPredictor:
         *,
         resize_mode: Optional[str] = None,
         chunk_size: int = DEFAULT_CHUNK,
+        multimask: str = "always",
     ) -> None:
         family = getattr(model, "family", None)
         if family not in PROMPTABLE_FAMILIES:
@@ -64,6 +68,7 @@ class SardPredictor:
         self.resize_mode = resize_mode or model.resize_mode
         self.transform = ResizeTransform(model.image_size, self.resize_mode)
         self.chunk_size = int(chunk_size)
+        self.multimask = check_multimask_mode(multimask)
         self.accepts_mask_input = "mask_inputs" in inspect.signature(model.predict_masks).parameters
         self.max_points = getattr(model, "decoder_max_num_input_points", None)
         self.reset_image()
@@ -86,7 +91,12 @@ class SardPredictor:
         opts = list(opts) + (["MODEL.WEIGHTS", weights] if weights else [])
         cfg, student = load_student(config_file, opts)
         student = student.to(pick_device(device or cfg.MODEL.DEVICE))
-        return cls(student, resize_mode=config_resize_mode(cfg), chunk_size=chunk_size)
+        return cls(
+            student,
+            resize_mode=config_resize_mode(cfg),
+            chunk_size=chunk_size,
+            multimask=cfg.MODEL.SARD.MULTIMASK_OUTPUT,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -152,14 +162,15 @@ class SardPredictor:
         point_labels: Optional[np.ndarray] = None,
         box: Optional[np.ndarray] = None,
         mask_input: Optional[np.ndarray] = None,
-        multimask_output: bool = True,
+        multimask_output: Optional[bool] = None,
         return_logits: bool = False,
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One prompt in original-image pixels: points (N, 2) xy with labels (N,) (1 fg, 0 bg),
         and/or a box (4,) xyxy, and/or low-res logits (1, S/4, S/4) of an earlier call.
 
         Returns masks (C, H, W) bool (logits if ``return_logits``), scores (C,), low-res
-        logits (C, S/4, S/4); C = 3 with ``multimask_output`` else 1.
+        logits (C, S/4, S/4); C = 3 with ``multimask_output`` (None: as the model was trained,
+        ``multimask_for``) else 1.
         """
         self._require_image()
         coords = labels = boxes = masks = None
@@ -194,14 +205,15 @@ class SardPredictor:
         point_labels: Optional[torch.Tensor],
         boxes: Optional[torch.Tensor] = None,
         mask_input: Optional[torch.Tensor] = None,
-        multimask_output: bool = True,
+        multimask_output: Optional[bool] = None,
         return_logits: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """B prompts in model-input pixels (``self.transform``): points (B, N, 2) + labels (B, N),
         and/or boxes (B, 4) xyxy, and/or mask_input (B, 1, S/4, S/4) (SAM students only).
 
         Returns masks (B, C, H, W) bool (logits if ``return_logits``), scores (B, C) and low-res
-        logits (B, C, S/4, S/4). Decoded ``chunk_size`` prompts at a time; like SamPredictor it
+        logits (B, C, S/4, S/4); C = 3 with ``multimask_output`` (None: as the model was trained,
+        ``multimask_for``) else 1. Decoded ``chunk_size`` prompts at a time; like SamPredictor it
         returns every mask at full size, so for hundreds of prompts on a large image call it
         once per chunk and keep what you need (``tools/predict.py`` keeps the best mask as RLE).
         """
@@ -214,6 +226,8 @@ class SardPredictor:
         mask_count = None if mask_input is None else int(mask_input.shape[0])
         points, labels, count = self._assemble(point_coords, point_labels, boxes, mask_count)
         masks_in = self._check_mask_input(mask_input, count)
+        if multimask_output is None:
+            multimask_output = use_multimask(self.multimask, labels)
         all_masks, all_iou, all_low = [], [], []
         for start in range(0, count, self.chunk_size):
             sl = slice(start, start + self.chunk_size)
@@ -230,6 +244,15 @@ class SardPredictor:
             all_iou.append(out.iou_pred[0])
             all_low.append(low)
         return torch.cat(all_masks), torch.cat(all_iou), torch.cat(all_low)
+
+    def multimask_for(
+        self, point_labels: Optional[torch.Tensor], boxes: Optional[torch.Tensor] = None
+    ) -> bool:
+        """Whether prompts of ``predict_torch``'s form (point labels (B, N), boxes (B, 4)) are
+        decoded into 3 masks the way the model was trained (``self.multimask``)."""
+        if self.multimask != "auto":
+            return self.multimask == "always"
+        return boxes is None and point_labels is not None and use_multimask("auto", point_labels)
 
     def _assemble(
         self,
@@ -320,3 +343,13 @@ class SardPredictor:
                 f"got {tuple(mask_input.shape)}"
             )
         return mask_input.float().to(self.device)
+
+
+def trained_multimask(
+    predictor, point_labels: Optional[torch.Tensor], boxes: Optional[torch.Tensor] = None
+) -> bool:
+    """``multimask_output`` for ``predictor``: as its model was trained (a ``SardPredictor``'s
+    ``multimask_for``), or True for segment_anything's SamPredictor (SAM trains all 4 outputs,
+    and its automatic mask generator always decodes 3)."""
+    rule = getattr(predictor, "multimask_for", None)
+    return True if rule is None else bool(rule(point_labels, boxes))

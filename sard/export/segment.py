@@ -24,6 +24,8 @@ from sard.data.masks import decode_instances, encode_mask, segmentation_problem
 from sard.data.prompts import sample_prompts
 from sard.prompt_labels import LABEL_POS
 
+from .predictor import trained_multimask
+
 logger = logging.getLogger(__name__)
 
 PROMPT_KINDS = ("box", "point")
@@ -138,8 +140,9 @@ def prompt_chunks(prompts: PromptSet, chunk: int) -> Iterator[slice]:
 
 
 def segment_chunk(predictor, prompts: PromptSet, sl: slice) -> Tuple[np.ndarray, np.ndarray]:
-    """Best-scoring multimask output per prompt of ``prompts[sl]``: masks (q, H, W) bool and
-    scores (q,) (the predicted IoU), as the distiller's evaluation picks them."""
+    """Best-scoring multimask output per prompt of ``prompts[sl]`` (the single mask for a model
+    trained without, ``sard.multimask``): masks (q, H, W) bool and scores (q,) (the predicted
+    IoU), as the distiller's evaluation picks them."""
     size = predictor.original_size
     to = predictor.transform
     coords = labels = boxes = None
@@ -148,7 +151,8 @@ def segment_chunk(predictor, prompts: PromptSet, sl: slice) -> Tuple[np.ndarray,
         labels = torch.as_tensor(prompts.labels[sl])
     if prompts.boxes is not None:
         boxes = torch.as_tensor(to.apply_boxes(prompts.boxes[sl], size), dtype=torch.float32)
-    masks, iou, _ = predictor.predict_torch(coords, labels, boxes, multimask_output=True)
+    multimask = trained_multimask(predictor, labels, boxes)
+    masks, iou, _ = predictor.predict_torch(coords, labels, boxes, multimask_output=multimask)
     best = iou.argmax(dim=1)
     idx = torch.arange(best.numel(), device=best.device)
     return masks[idx, best].cpu().numpy(), iou[idx, best].cpu().numpy()

@@ -213,7 +213,7 @@ def test_multimask_modes_follow_sams_rule_for_boxes_and_points(mode):
     boxes_mm, points_mm, infer_mm = seen
     assert boxes_mm == infer_mm == (mode == "always")  # SAM: one mask for a box
     assert points_mm == (mode != "never")  # a lone point is ambiguous: 3 masks
-    with pytest.raises(ValueError, match="multimask"):
+    with pytest.raises(ValueError, match="MODEL.SARD.MULTIMASK_OUTPUT must be one of"):
         SARDDistiller(
             teacher=None, student=student, distill_loss=None, task_loss=None, method="none",
             teacher_tap="t", student_tap="s", multimask="sometimes",

@@ -73,7 +73,7 @@ def test_every_deploy_command_runs_as_written(after_quickstart):
         res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, f"{code}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
         outputs.append(res.stdout)
-    assert any("(3, 128, 128)" in out for out in outputs)
+    assert any("(1, 128, 128)" in out for out in outputs)
     quick = root / "output" / "quickstart"
     manifest = json.loads((quick / "onnx" / "manifest.json").read_text())
     assert manifest

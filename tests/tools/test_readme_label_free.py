@@ -12,6 +12,7 @@ tests/tools/test_label_free_study.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from testkit import REPO, checkout_like, readme_blocks
@@ -55,5 +56,11 @@ def test_the_label_free_command_runs_as_written(tmp_path):
     log = (out / "log.txt").read_text()
     assert "0 labelled + 2 unlabeled images" in log
     assert "training contract: 10 iterations (10 epochs x 2 images / batch 2)" in log
+    # The shipped teacher was trained on SAM's single mask (MULTIMASK_OUTPUT "never"): decoding
+    # its untrained multimask heads left every image without a pseudo-mask (predicted IoUs
+    # <= 0.2); decoded as trained it keeps about 19 masks per 128 px image.
+    assert "left no mask" not in log
+    kept = [float(m) for m in re.findall(r"segmented by the teacher so far, ([0-9.]+) masks", log)]
+    assert kept and min(kept) >= 5, kept
     assert (out / "model_final.pth").is_file()
     assert list((out / "inference").glob("*/sard_instances.json"))
