@@ -70,7 +70,9 @@ RECORD_KEYS = (
 def as_predictor(model: Any) -> Any:
     """A predictor with SamPredictor's interface: ``model`` itself when it has one (a
     SardPredictor, segment_anything's SamPredictor), a SardPredictor around a promptable sard
-    student, or segment_anything's SamPredictor around its ``Sam``."""
+    student (decoding 3 masks per point: for a student trained with MODEL.SARD.MULTIMASK_OUTPUT
+    "never" pass ``SardPredictor.from_config(...)`` or ``SardPredictor(student,
+    multimask="never")`` instead), or segment_anything's SamPredictor around its ``Sam``."""
     if all(hasattr(model, a) for a in ("set_image", "predict_torch", "transform", "reset_image")):
         return model
     if isinstance(model, nn.Module) and hasattr(model, "family"):

@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from sard.multimask import check_multimask_mode
+
 from .graphs import GraphSpec, graph_specs
 from .manifest import build_manifest, write_manifest
 from .params import ParameterReport, parameter_report
@@ -128,6 +130,7 @@ def export_student(
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_multimask_mode(multimask)  # before any graph is written
     if any(p.device.type != "cpu" for p in student.parameters()):
         student = copy.deepcopy(student).cpu()
     student = student.eval()

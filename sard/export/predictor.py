@@ -8,6 +8,10 @@ Code written for SAM runs unchanged::
     boxes = predictor.transform.apply_boxes_torch(boxes_xyxy, image.shape[:2])
     masks, scores, low_res = predictor.predict_torch(None, None, boxes=boxes)
 
+One difference by design: ``multimask_output`` defaults to None, "as the student was trained"
+(``from_config`` reads MODEL.SARD.MULTIMASK_OUTPUT), so a student trained on SAM's single mask
+returns (1, H, W) where SAM returns 3 masks; pass True / False to choose, as with SAM.
+
 Coordinates of ``predict`` are original-image pixels; ``predict_torch`` takes model-input pixels
 (from ``predictor.transform``), as in SAM. The image and prompts go through the training data
 mapper's geometry (``sard.data.transforms``), so the student sees at inference what it saw in

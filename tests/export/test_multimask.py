@@ -86,6 +86,25 @@ def test_predictor_decodes_as_trained_unless_told(student, image, mode):
     assert predictor.multimask_for(None, torch.zeros(1, 4)) == (mode == "always")
 
 
+def test_auto_in_predict_torch_is_sams_rule(student, image):
+    predictor = predictor_for(student, image, "auto")
+    point = torch.tensor([[[14.0, 14.0], [0.0, 0.0]]])
+    padded = predictor.predict_torch(point, torch.tensor([[LABEL_POS, LABEL_PAD]]))
+    two = predictor.predict_torch(point, torch.tensor([[LABEL_POS, LABEL_POS]]))
+    with_box = predictor.predict_torch(
+        point[:, :1], torch.tensor([[LABEL_POS]]), torch.tensor([[8.0, 8.0, 20.0, 22.0]])
+    )
+    assert [len(out[1][0]) for out in (padded, two, with_box)] == [3, 1, 1]
+
+
+def test_export_refuses_an_unknown_mode_before_writing(student, tmp_path):
+    from sard.export import export_student
+
+    with pytest.raises(ValueError, match="MULTIMASK_OUTPUT"):
+        export_student(student, str(tmp_path / "x"), "torchscript", multimask="sometimes")
+    assert not (tmp_path / "x").exists()
+
+
 def test_from_config_reads_the_trained_mode(tmp_path):
     from sard.export.loading import load_student
 
@@ -95,7 +114,11 @@ def test_from_config_reads_the_trained_mode(tmp_path):
     torch.save(model.state_dict(), weights)
     assert SardPredictor.from_config(config, str(weights)).multimask == "always"
     opts = ["MODEL.SARD.MULTIMASK_OUTPUT", "never"]
-    assert SardPredictor.from_config(config, str(weights), opts).multimask == "never"
+    predictor = SardPredictor.from_config(config, str(weights), opts)
+    assert predictor.multimask == "never"
+    predictor.set_image(np.zeros((96, 80, 3), dtype=np.uint8))
+    masks, scores, _ = predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
+    assert masks.shape == (1, 96, 80) and scores.shape == (1,)
 
 
 def test_automatic_masks_of_a_single_mask_model_are_its_single_masks(student, image):
