@@ -143,7 +143,8 @@ class PseudoLabeler:
 
     ``teacher``: the promptable teacher (a ``FrozenTeacher`` or the bare model); ``resize_mode``:
     the mapper's; ``multimask``: how the teacher was trained (MODEL.SARD.MULTIMASK_OUTPUT: a
-    teacher trained "never" labels with its single mask, see ``sard.multimask``). Counters: ``encoder_runs`` (teacher image-encoder passes made here),
+    teacher trained "never" labels with its single mask, see ``sard.multimask``). Counters:
+    ``encoder_runs`` (teacher image-encoder passes made here),
     ``labelled`` (inputs segmented), ``masks`` (pseudo-masks kept in total).
     """
 
